@@ -1,0 +1,44 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= data/generated/demo
+# mypy needs the installed import names (recsys_data, ...) as folders: a view of symlinks.
+TYPECHECK := build/typecheck
+
+.PHONY: install lint typecheck test demo clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(STAMP)
+
+$(TYPECHECK):
+	mkdir -p $(TYPECHECK)
+	ln -sfn ../../recsys $(TYPECHECK)/recsys
+	ln -sfn ../../data $(TYPECHECK)/recsys_data
+	ln -sfn ../../training $(TYPECHECK)/recsys_training
+	ln -sfn ../../serving $(TYPECHECK)/recsys_serving
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install $(TYPECHECK)
+	$(BIN)/mypy -p recsys -p recsys_data -p recsys_training -p recsys_serving
+
+test: lint typecheck
+	$(PY) -m pytest -q
+
+demo: install
+	$(BIN)/recsys data synth --preset demo --seed 0 --out $(DEMO_DIR) --overwrite
+	$(BIN)/recsys data validate $(DEMO_DIR)
+	$(BIN)/recsys data oracle --data $(DEMO_DIR) --split time
+
+clean:
+	rm -rf build $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,209 @@
+"""The ``recsys`` command line: a thin layer over typed library functions.
+
+Heavy modules (TensorFlow, ScaNN) are imported inside the command that needs them, so
+``recsys --help`` and data generation start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from recsys import __version__
+from recsys.logs import Progress, setup_logging, step
+
+log = logging.getLogger("recsys.cli")
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+class UsageError(Exception):
+    """A command-line input the user can fix."""
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _ks(text: str) -> tuple[int, ...]:
+    try:
+        ks = tuple(int(k) for k in text.split(","))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from exc
+    if not ks or any(k <= 0 for k in ks):
+        raise argparse.ArgumentTypeError(f"every K must be positive, got {text!r}")
+    return ks
+
+
+# ---------------------------------------------------------------- data
+
+
+def _cmd_data_synth(args: argparse.Namespace) -> int:
+    from recsys_data.synth import generate_world, world_config
+
+    config = world_config(
+        args.preset, seed=args.seed, users=args.users, items=args.items, days=args.days
+    )
+    with step(f"generating the {args.preset} world (seed {args.seed}) into {args.out}"):
+        meta = generate_world(
+            config, args.out, overwrite=args.overwrite, progress=Progress("simulating", "days")
+        )
+    print(json.dumps({"out": str(args.out), "counts": meta.counts}, indent=2))
+    return 0
+
+
+def _cmd_data_import(args: argparse.Namespace) -> int:
+    from recsys_data.movielens import import_movielens
+
+    with step(f"importing MovieLens from {args.source} into {args.out}"):
+        meta = import_movielens(
+            args.source, args.out, overwrite=args.overwrite, progress=Progress("importing", "rows")
+        )
+    print(json.dumps({"out": str(args.out), "name": meta.name, "counts": meta.counts}, indent=2))
+    return 0
+
+
+def _cmd_data_validate(args: argparse.Namespace) -> int:
+    from recsys.validation import validate_dataset
+
+    report = validate_dataset(args.dir)
+    if report.ok:
+        print(f"{args.dir}: valid ({', '.join(f'{v} {k}' for k, v in report.counts.items())})")
+        return 0
+    print(
+        f"{args.dir}: INVALID, {len(report.problems)} problems (rows count from 0):",
+        file=sys.stderr,
+    )
+    for problem in report.problems:
+        print(f"  - {problem}", file=sys.stderr)
+    return 1
+
+
+def _cmd_data_oracle(args: argparse.Namespace) -> int:
+    from recsys.splits import Split
+    from recsys_data.oracle import oracle_recall
+
+    split = Split(args.split, cutoff=args.cutoff)
+    with step(f"oracle Recall@K on {args.data} ({args.split} split)"):
+        result = oracle_recall(
+            args.data, split, ks=args.k, max_events=args.max_events, seed=args.seed
+        )
+    print(f"held-out watches scored: {result.num_events}")
+    print(f"{'K':>6} {'oracle':>8} {'most-popular':>13}")
+    for k in args.k:
+        print(f"{k:>6} {result.recall[k]:>8.3f} {result.popularity_recall[k]:>13.3f}")
+    return 0
+
+
+def _add_data(sub: argparse._SubParsersAction) -> None:
+    data = sub.add_parser("data", help="create, import and validate canonical datasets")
+    dsub = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
+
+    p = dsub.add_parser("synth", help="generate the synthetic YouTube-like world")
+    p.add_argument(
+        "--preset",
+        choices=["tiny", "demo", "bench"],
+        default="demo",
+        help="size preset (default demo)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="random seed; same seed, same files (default 0)"
+    )
+    p.add_argument("--out", type=Path, required=True, help="dataset folder to write")
+    p.add_argument("--users", type=_positive_int, help="override the preset's number of users")
+    p.add_argument("--items", type=_positive_int, help="override the preset's number of videos")
+    p.add_argument("--days", type=_positive_int, help="override the preset's number of days")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.set_defaults(handler=_cmd_data_synth)
+
+    p = dsub.add_parser("import", help="import a public dataset into the canonical format")
+    p.add_argument("kind", choices=["movielens"], help="dataset family")
+    p.add_argument(
+        "--source",
+        type=Path,
+        required=True,
+        help="folder with the original files (100K, 1M or 20M/25M/32M layout)",
+    )
+    p.add_argument("--out", type=Path, required=True, help="dataset folder to write")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.set_defaults(handler=_cmd_data_import)
+
+    p = dsub.add_parser(
+        "validate", help="check a dataset folder; lists every problem with file, column and rows"
+    )
+    p.add_argument("dir", type=Path, help="dataset folder")
+    p.set_defaults(handler=_cmd_data_validate)
+
+    p = dsub.add_parser(
+        "oracle", help="Recall@K of the synthetic world's true probabilities: the ceiling"
+    )
+    p.add_argument("--data", type=Path, required=True, help="a synthetic dataset folder")
+    p.add_argument(
+        "--split", choices=["time", "last"], default="time", help="evaluation split (default time)"
+    )
+    p.add_argument(
+        "--cutoff",
+        type=int,
+        help="time split cut-off, Unix seconds (default: last 10%% of the period)",
+    )
+    p.add_argument(
+        "--k", type=_ks, default=(10, 50, 100), help="comma-separated K values (default 10,50,100)"
+    )
+    p.add_argument(
+        "--max-events",
+        type=_positive_int,
+        default=2000,
+        help="held-out watches to score (default 2000)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.set_defaults(handler=_cmd_data_oracle)
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full ``recsys`` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="recsys",
+        description="YouTube-style two-tower recommender: data, training, index, evaluation, "
+        "serving.",
+    )
+    parser.add_argument("--version", action="version", version=f"recsys {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (DEBUG)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_data(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``recsys`` command line; returns the process exit code."""
+    from recsys.dataset import DatasetError
+
+    args = build_parser().parse_args(argv)
+    setup_logging(-1 if args.quiet else args.verbose)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except (DatasetError, UsageError, ValueError, FileNotFoundError) as exc:
+        if args.verbose:
+            raise
+        print(f"recsys: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("recsys: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""Shared fixtures: small canonical datasets written with the real writer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recsys.dataset import DatasetMeta, DatasetWriter
+
+T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
+
+
+def small_frames() -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray, pd.DataFrame]:
+    """Three users, four videos, a few watches and searches: valid by construction."""
+    users = pd.DataFrame(
+        {
+            "user_id": ["u1", "u2", "u3"],
+            "country": ["US", "DE", None],
+            "region": ["NA", "EU", None],
+            "age": [25, 61, None],
+            "gender": ["f", "m", None],
+        }
+    )
+    items = pd.DataFrame(
+        {
+            "item_id": ["v1", "v2", "v3", "v4"],
+            "channel": ["c1", "c1", "c2", None],
+            "category": ["music", "music", "news", None],
+            "title": ["red guitar live", "guitar lesson", "evening news", None],
+            "upload_time": [T0 - 86_400, T0, T0 + 3_600, T0 + 7_200],
+            "duration": [200.0, 600.0, 1200.0, None],
+        }
+    )
+    emb = np.arange(16, dtype=np.float32).reshape(4, 4) / 16
+    events = pd.DataFrame(
+        {
+            "user_id": ["u1", "u1", "u1", "u2", "u2", "u3"],
+            "timestamp": [T0 + 100, T0 + 200, T0 + 4_000, T0 + 8_000, T0 + 8_100, T0 + 9_000],
+            "type": ["watch", "search", "watch", "watch", "watch", "search"],
+            "item_id": ["v1", None, "v3", "v4", "v2", None],
+            "query": [None, "guitar", None, None, None, "news tonight"],
+            "watch_fraction": [0.5, None, 1.0, 0.25, 0.75, None],
+        }
+    )
+    return users, items, emb, events
+
+
+def write_small(
+    path: Path,
+    users: pd.DataFrame | None = None,
+    items: pd.DataFrame | None = None,
+    emb: np.ndarray | None = None,
+    events: pd.DataFrame | None = None,
+    with_embeddings: bool = True,
+) -> Path:
+    """Write the small dataset (or the given replacements) to ``path`` with the real writer."""
+    u, i, e, ev = small_frames()
+    users = u if users is None else users
+    items = i if items is None else items
+    emb = (e if emb is None else emb) if with_embeddings else None
+    events = ev if events is None else events
+    with DatasetWriter(path, DatasetMeta(name="small", source="test")) as writer:
+        writer.write_users(users)
+        writer.write_items(items, emb)
+        writer.append_events(events)
+    return path
+
+
+@pytest.fixture
+def small_dataset(tmp_path: Path) -> Path:
+    """A valid small canonical dataset folder."""
+    return write_small(tmp_path / "small")
