@@ -1,0 +1,137 @@
+"""The query context: what a user watched and searched strictly before a moment.
+
+One function, :func:`encode_queries`, turns event logs plus (start, end) ranges into query
+features. Training examples call it with ranges over a whole partition of users; a serving
+request calls it with a one-user log built from the request (:func:`encode_request`), so
+training and serving contexts cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from recsys import features as F
+from recsys.catalog import UserTable, encode_texts
+from recsys.features import FeatureConfig, tail_window
+from recsys.vocab import Vocabularies
+
+
+@dataclass
+class EventLog:
+    """Watches and searches of some users, each user's events contiguous and in time order.
+
+    ``watch_items: [num_watches]`` video ids (vocabulary indices); ``watch_time`` Unix
+    seconds; ``search_offsets: [num_searches + 1]`` into ``search_tokens`` (token ids).
+    """
+
+    watch_items: np.ndarray
+    watch_time: np.ndarray
+    search_time: np.ndarray
+    search_offsets: np.ndarray
+    search_tokens: np.ndarray
+
+
+def encode_queries(
+    log: EventLog,
+    watch_range: tuple[np.ndarray, np.ndarray],
+    search_range: tuple[np.ndarray, np.ndarray],
+    demographics: dict[str, np.ndarray],
+    example_age_days: np.ndarray,
+    config: FeatureConfig,
+) -> dict[str, np.ndarray]:
+    """Query features for ``n`` contexts.
+
+    ``watch_range = (starts, ends)``: each context's watches are ``log.watch_items[s:e]``
+    (already restricted to events strictly before the moment); likewise ``search_range`` over
+    searches. Keeps the last ``max_history`` watches and the tokens of the last
+    ``max_searches`` searches (at most ``max_search_tokens``, the most recent).
+    """
+    w_start, w_end = watch_range
+    s_start, s_end = search_range
+    history = tail_window(log.watch_items, w_start, w_end, config.max_history)
+    s_lo = np.maximum(
+        np.asarray(s_start, dtype=np.int64), np.asarray(s_end, dtype=np.int64) - config.max_searches
+    )
+    tok_lo = log.search_offsets[s_lo]
+    tok_hi = log.search_offsets[np.asarray(s_end, dtype=np.int64)]
+    tokens = tail_window(log.search_tokens, tok_lo, tok_hi, config.max_search_tokens)
+    out = {F.HISTORY: history, F.SEARCH_TOKENS: tokens}
+    out.update(demographics)
+    out[F.EXAMPLE_AGE] = np.asarray(example_age_days, dtype=np.float32)
+    return out
+
+
+@dataclass
+class RequestContext:
+    """A serving request's context: explicit history, searches and demographics.
+
+    ``watch_history`` is oldest first; ``watch_times``/``search_times`` (Unix seconds) are
+    optional, and when given only events strictly before ``request_time`` count.
+    """
+
+    watch_history: Sequence[str] = ()
+    watch_times: Sequence[int] | None = None
+    searches: Sequence[str] = ()
+    search_times: Sequence[int] | None = None
+    country: str | None = None
+    region: str | None = None
+    age: int | None = None
+    gender: str | None = None
+    request_time: int | None = None
+    unknown_videos: int = field(default=0, init=False)
+
+
+def encode_request(
+    ctx: RequestContext, vocabs: Vocabularies, config: FeatureConfig
+) -> dict[str, np.ndarray]:
+    """Query features (batch of one) for a serving request; example age is 0 at serving.
+
+    Sets ``ctx.unknown_videos`` to the number of history ids the model does not know.
+    """
+    history = list(ctx.watch_history)
+    searches = list(ctx.searches)
+    if ctx.request_time is not None and ctx.watch_times is not None:
+        if len(ctx.watch_times) != len(history):
+            raise ValueError("watch_times must have one entry per watch_history id")
+        history = [v for v, t in zip(history, ctx.watch_times, strict=True) if t < ctx.request_time]
+    if ctx.request_time is not None and ctx.search_times is not None:
+        if len(ctx.search_times) != len(searches):
+            raise ValueError("search_times must have one entry per search")
+        searches = [
+            q for q, t in zip(searches, ctx.search_times, strict=True) if t < ctx.request_time
+        ]
+    watch_ids = vocabs.items.lookup(history)
+    known = watch_ids != F.OOV
+    ctx.unknown_videos = int((~known).sum())
+    # Unknown videos are skipped (counted in the reply), as training never saw them in a context.
+    watch_ids = watch_ids[known & (watch_ids != F.PAD)]
+    tokens, offsets = encode_texts(searches, vocabs)
+    log = EventLog(
+        watch_items=watch_ids,
+        watch_time=np.zeros(len(watch_ids), dtype=np.int64),
+        search_time=np.zeros(len(searches), dtype=np.int64),
+        search_offsets=offsets,
+        search_tokens=tokens,
+    )
+    users = pd.DataFrame(
+        {
+            "user_id": ["request"],
+            "country": [ctx.country],
+            "region": [ctx.region],
+            "age": [ctx.age],
+            "gender": [ctx.gender],
+        }
+    )
+    demographics = UserTable.build(users, vocabs).features(np.zeros(1, dtype=np.int64))
+    return encode_queries(
+        log,
+        (np.zeros(1, dtype=np.int64), np.array([len(watch_ids)], dtype=np.int64)),
+        (np.zeros(1, dtype=np.int64), np.array([len(searches)], dtype=np.int64)),
+        demographics,
+        np.zeros(1, dtype=np.float32),
+        config,
+    )
