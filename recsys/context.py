@@ -94,16 +94,18 @@ def encode_request(
     """
     history = list(ctx.watch_history)
     searches = list(ctx.searches)
+    if ctx.watch_times is not None and len(ctx.watch_times) != len(history):
+        raise ValueError("watch_times must have one entry per watch_history id")
+    if ctx.search_times is not None and len(ctx.search_times) != len(searches):
+        raise ValueError("search_times must have one entry per search")
     if ctx.request_time is not None and ctx.watch_times is not None:
-        if len(ctx.watch_times) != len(history):
-            raise ValueError("watch_times must have one entry per watch_history id")
         history = [v for v, t in zip(history, ctx.watch_times, strict=True) if t < ctx.request_time]
     if ctx.request_time is not None and ctx.search_times is not None:
-        if len(ctx.search_times) != len(searches):
-            raise ValueError("search_times must have one entry per search")
         searches = [
             q for q, t in zip(searches, ctx.search_times, strict=True) if t < ctx.request_time
         ]
+    # Blank searches carry nothing (the dataset validator rejects them): they are not searches.
+    searches = [q for q in searches if q and q.strip()]
     watch_ids = vocabs.items.lookup(history)
     known = watch_ids != F.OOV
     ctx.unknown_videos = int((~known).sum())
