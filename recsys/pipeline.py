@@ -54,17 +54,19 @@ def example_batches(
 ) -> Iterator[dict[str, np.ndarray]]:
     """Yield batches (feature name -> ``[B, ...]`` array) of one pass over the examples.
 
-    With ``num_shards > 1`` this reader takes every ``num_shards``-th shard file starting at
-    ``shard_index`` (one input pipeline per worker). Label candidate features carry the
-    video's upload age at the time of the watch.
+    With ``num_shards > 1`` this reader keeps every ``num_shards``-th row starting at
+    ``shard_index`` (one input pipeline per worker): every worker gets the same number of
+    rows to within one, even with fewer files than workers, so synchronous workers stay in
+    step. Label candidate features carry the video's upload age at the time of the watch.
     """
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     example_dir = Path(example_dir)
     meta = ExampleSet.load(example_dir)
     shards = meta.train_shards if kind == "train" else meta.eval_shards
-    shards = shards[shard_index::num_shards]
-    rng = np.random.default_rng([seed, epoch, shard_index])
+    if not 0 <= shard_index < num_shards:
+        raise ValueError(f"shard_index must be in [0, {num_shards}), got {shard_index}")
+    rng = np.random.default_rng([seed, epoch])
     if shuffle:
         shards = [shards[i] for i in rng.permutation(len(shards))]
     pending: list[dict[str, np.ndarray]] = []
@@ -96,7 +98,10 @@ def example_batches(
     for name in shards:
         pf = pq.ParquetFile(example_dir / name)
         for group in range(pf.num_row_groups):
-            pending.append(_table_to_numpy(pf.read_row_group(group)))
+            rows = _table_to_numpy(pf.read_row_group(group))
+            if num_shards > 1:
+                rows = {k: v[shard_index::num_shards] for k, v in rows.items()}
+            pending.append(rows)
             if len(pending) >= (shuffle_buffer_groups if shuffle else 1):
                 yield from emit(pending, final=False)
                 pending = []

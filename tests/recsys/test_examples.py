@@ -233,3 +233,19 @@ def test_dataset_without_searches_or_content(tmp_path: Path) -> None:
     ev = read_examples(out, "eval")
     assert meta.counts["eval"] > 0
     assert (np.stack(ev["search_tokens"].to_numpy()) == F.PAD).all()
+
+
+def test_worker_shards_split_the_rows_evenly(built: tuple[Path, Split], world: Path) -> None:
+    out, _ = built
+    _, items, emb = load_catalog(world)
+    table = ItemTable.build(items, emb, Vocabularies.load(out / "vocabularies.json"), CONFIG)
+    total = ExampleSet.load(out).counts["train"]
+    seen = []
+    for worker in range(2):
+        batches = example_batches(out, "train", table, 50, shard_index=worker, num_shards=2)
+        seen.append(np.concatenate([b[F.ITEM_INDEX] for b in batches]))
+    assert len(seen[0]) + len(seen[1]) == total  # every example once, on one worker
+    groups = sum(pq.ParquetFile(out / n).num_row_groups for n in ExampleSet.load(out).train_shards)
+    assert abs(len(seen[0]) - len(seen[1])) <= groups  # at most one row apart per row group
+    with pytest.raises(ValueError, match="shard_index"):
+        next(example_batches(out, "train", table, 50, shard_index=2, num_shards=2))
