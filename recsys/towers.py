@@ -1,0 +1,254 @@
+"""The query (user) tower and the candidate (video) tower of the two-tower model.
+
+Both map a dict of feature tensors (:mod:`recsys.features`) to L2-normalised embeddings
+``[B, embedding_dim]``, whose dot product is the softmax logit (before the temperature).
+The item-id embedding table is shared between the query's watch-history bag and the
+candidate's id, and the token table between search tokens and title tokens (Covington et
+al. 2016): a video's id means the same thing on both sides, and so does a word.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import tensorflow as tf
+
+from recsys import features as F
+from recsys.config import ModelConfig
+
+log = logging.getLogger(__name__)
+
+Features = Mapping[str, Any]
+
+# Ages in years are centred and scaled to roughly [-1, 2]; unknown ages become 0 and the
+# model learns their effect from `age_known`.
+_AGE_CENTER_YEARS = 35.0
+_AGE_SCALE_YEARS = 15.0
+# Durations in days (example age, upload age) span 0 .. years with most mass near 0: a log
+# scale puts one day at 0.12, a month at 0.58 and a year at 1.0.
+_DAYS_SCALE = 365.0
+
+
+@dataclass(frozen=True)
+class VocabSizes:
+    """Vocabulary sizes (number of indices, including PAD 0 and OOV 1) and the content width."""
+
+    num_items: int
+    num_tokens: int
+    num_countries: int
+    num_regions: int
+    num_genders: int
+    num_channels: int
+    num_categories: int
+    content_dim: int | None = None
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if name == "content_dim":
+                if value is not None and value <= 0:
+                    raise ValueError(f"content_dim must be positive or None, got {value}")
+            elif value < 2:
+                raise ValueError(
+                    f"{name} must be at least 2 (PAD and OOV are indices 0 and 1), got {value}"
+                )
+
+    def to_dict(self) -> dict[str, int | None]:
+        """A JSON-friendly dict, for manifests."""
+        return asdict(self)
+
+
+def _require(features: Features, name: str, tower: str) -> tf.Tensor:
+    """``features[name]``, or a KeyError that names the missing feature and the tower."""
+    try:
+        return features[name]
+    except KeyError:
+        raise KeyError(
+            f"the {tower} needs feature {name!r}; got {sorted(features)}. Build batches with "
+            "recsys.features names, or switch the input off in ModelConfig."
+        ) from None
+
+
+def masked_mean(embeddings: tf.Tensor, ids: tf.Tensor) -> tf.Tensor:
+    """Mean of ``embeddings: [B, L, d]`` over the positions where ``ids: [B, L] != PAD``.
+
+    Returns ``[B, d]``; a row with no non-padding id (or ``L == 0``) gives zeros.
+    """
+    mask = tf.cast(tf.not_equal(ids, F.PAD), embeddings.dtype)[:, :, None]
+    total = tf.reduce_sum(embeddings * mask, axis=1)
+    count = tf.reduce_sum(mask, axis=1)
+    return total / tf.maximum(count, 1.0)
+
+
+def days_features(days: tf.Tensor) -> tf.Tensor:
+    """``days: [B]`` (>= 0) -> ``[B, 3]``: normalised x, x^2 and sqrt(x) (Covington et al.)."""
+    x = tf.math.log1p(tf.maximum(tf.cast(days, tf.float32), 0.0)) / tf.math.log1p(_DAYS_SCALE)
+    return tf.stack([x, tf.square(x), tf.sqrt(x)], axis=-1)
+
+
+def _ids(features: Features, name: str, tower: str) -> tf.Tensor:
+    """An id feature as int32 (numpy batches may arrive as int64)."""
+    return tf.cast(_require(features, name, tower), tf.int32)
+
+
+def _dense_stack(layers: tuple[int, ...], dropout: float, name: str) -> tf.keras.Sequential:
+    """ReLU layers for all widths but the last, then a linear layer of the last width."""
+    stack: list[tf.keras.layers.Layer] = []
+    for i, width in enumerate(layers[:-1]):
+        stack.append(tf.keras.layers.Dense(width, activation="relu", name=f"hidden_{i}"))
+        if dropout > 0:
+            stack.append(tf.keras.layers.Dropout(dropout, name=f"dropout_{i}"))
+    stack.append(tf.keras.layers.Dense(layers[-1], name="output"))
+    return tf.keras.Sequential(stack, name=name)
+
+
+def _embedding(size: int, dim: int, name: str) -> tf.keras.layers.Embedding:
+    """A Keras embedding table (uniform(-0.05, 0.05) initialisation)."""
+    return tf.keras.layers.Embedding(size, dim, name=name)
+
+
+def _l2_normalize(x: tf.Tensor) -> tf.Tensor:
+    """Unit rows, computed in float32 even under mixed precision (the logits need it)."""
+    return tf.math.l2_normalize(tf.cast(x, tf.float32), axis=-1)
+
+
+class QueryTower(tf.keras.Model):
+    """User context -> ``[B, embedding_dim]`` unit vectors.
+
+    Inputs (``recsys.features``): ``history [B, H]`` and ``search_tokens [B, S]`` (0-padded,
+    averaged over non-padding entries), ``country, region, gender [B]`` ids, ``age,
+    age_known [B]`` floats, ``example_age [B]`` days. ``use_searches``,
+    ``use_demographics`` and ``use_example_age`` switch groups off; switched-off features are
+    not read and may be absent.
+    """
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        sizes: VocabSizes,
+        item_embedding: tf.keras.layers.Embedding | None = None,
+        token_embedding: tf.keras.layers.Embedding | None = None,
+        name: str = "query_tower",
+    ) -> None:
+        super().__init__(name=name)
+        self.config = config
+        self.sizes = sizes
+        self.item_embedding = (
+            item_embedding
+            if item_embedding is not None
+            else _embedding(sizes.num_items, config.item_embedding_dim, "item_embedding")
+        )
+        if config.use_searches:
+            self.token_embedding = (
+                token_embedding
+                if token_embedding is not None
+                else _embedding(sizes.num_tokens, config.token_embedding_dim, "token_embedding")
+            )
+        if config.use_demographics:
+            self.country_embedding = _embedding(
+                sizes.num_countries, config.geo_embedding_dim, "country_embedding"
+            )
+            self.region_embedding = _embedding(
+                sizes.num_regions, config.geo_embedding_dim, "region_embedding"
+            )
+            self.gender_embedding = _embedding(
+                sizes.num_genders, config.gender_embedding_dim, "gender_embedding"
+            )
+        self.dense = _dense_stack(config.query_layers, config.dropout, "query_dense")
+
+    def call(self, features: Features, training: bool | None = None) -> tf.Tensor:
+        """``features`` (dict of ``[B, ...]`` tensors) -> ``[B, embedding_dim]`` float32."""
+        tower = "query tower"
+        history = _ids(features, F.HISTORY, tower)
+        parts = [masked_mean(self.item_embedding(history), history)]
+        if self.config.use_searches:
+            tokens = _ids(features, F.SEARCH_TOKENS, tower)
+            parts.append(masked_mean(self.token_embedding(tokens), tokens))
+        if self.config.use_demographics:
+            parts.append(self.country_embedding(_ids(features, F.COUNTRY, tower)))
+            parts.append(self.region_embedding(_ids(features, F.REGION, tower)))
+            parts.append(self.gender_embedding(_ids(features, F.GENDER, tower)))
+            known = tf.cast(_require(features, F.AGE_KNOWN, tower), tf.float32)
+            age = tf.cast(_require(features, F.AGE, tower), tf.float32)
+            age = known * (age - _AGE_CENTER_YEARS) / _AGE_SCALE_YEARS
+            parts.append(tf.stack([age, known], axis=-1))
+        if self.config.use_example_age:
+            parts.append(days_features(_require(features, F.EXAMPLE_AGE, tower)))
+        x = tf.concat([tf.cast(p, self.compute_dtype) for p in parts], axis=-1)
+        return _l2_normalize(self.dense(x, training=training))
+
+
+class CandidateTower(tf.keras.Model):
+    """Video features -> ``[B, embedding_dim]`` unit vectors.
+
+    Inputs: ``item [B]`` id; with ``use_content``, ``channel, category [B]`` ids,
+    ``title_tokens [B, T]`` (0-padded, averaged), ``upload_age [B]`` days, and, when
+    ``sizes.content_dim`` is set and ``use_content_embedding`` is on, ``content_embedding
+    [B, content_dim]`` through a linear projection. Content features let a video nobody has
+    watched yet (OOV id) still get a useful embedding.
+    """
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        sizes: VocabSizes,
+        item_embedding: tf.keras.layers.Embedding | None = None,
+        token_embedding: tf.keras.layers.Embedding | None = None,
+        name: str = "candidate_tower",
+    ) -> None:
+        super().__init__(name=name)
+        self.config = config
+        self.sizes = sizes
+        self.item_embedding = (
+            item_embedding
+            if item_embedding is not None
+            else _embedding(sizes.num_items, config.item_embedding_dim, "item_embedding")
+        )
+        self.use_content_embedding = (
+            config.use_content and config.use_content_embedding and sizes.content_dim is not None
+        )
+        if config.use_content:
+            self.token_embedding = (
+                token_embedding
+                if token_embedding is not None
+                else _embedding(sizes.num_tokens, config.token_embedding_dim, "token_embedding")
+            )
+            self.channel_embedding = _embedding(
+                sizes.num_channels, config.channel_embedding_dim, "channel_embedding"
+            )
+            self.category_embedding = _embedding(
+                sizes.num_categories, config.category_embedding_dim, "category_embedding"
+            )
+        if self.use_content_embedding:
+            self.content_projection = tf.keras.layers.Dense(
+                config.content_projection_dim, name="content_projection"
+            )
+        self.dense = _dense_stack(config.candidate_layers, config.dropout, "candidate_dense")
+
+    def call(self, features: Features, training: bool | None = None) -> tf.Tensor:
+        """``features`` (dict of ``[B, ...]`` tensors) -> ``[B, embedding_dim]`` float32."""
+        tower = "candidate tower"
+        parts = [self.item_embedding(_ids(features, F.ITEM, tower))]
+        if self.config.use_content:
+            parts.append(self.channel_embedding(_ids(features, F.CHANNEL, tower)))
+            parts.append(self.category_embedding(_ids(features, F.CATEGORY, tower)))
+            title = _ids(features, F.TITLE_TOKENS, tower)
+            parts.append(masked_mean(self.token_embedding(title), title))
+            parts.append(days_features(_require(features, F.UPLOAD_AGE, tower)))
+        if self.use_content_embedding:
+            content = tf.cast(_require(features, F.CONTENT_EMBEDDING, tower), self.compute_dtype)
+            parts.append(self.content_projection(content))
+        x = tf.concat([tf.cast(p, self.compute_dtype) for p in parts], axis=-1)
+        return _l2_normalize(self.dense(x, training=training))
+
+
+def build_towers(config: ModelConfig, sizes: VocabSizes) -> tuple[QueryTower, CandidateTower]:
+    """Both towers, sharing the item-id table and (when both use it) the token table."""
+    item_embedding = _embedding(sizes.num_items, config.item_embedding_dim, "item_embedding")
+    token_embedding = _embedding(sizes.num_tokens, config.token_embedding_dim, "token_embedding")
+    query = QueryTower(config, sizes, item_embedding, token_embedding)
+    candidate = CandidateTower(config, sizes, item_embedding, token_embedding)
+    log.debug("built towers: %s, %s", config, sizes)
+    return query, candidate
