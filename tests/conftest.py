@@ -73,3 +73,37 @@ def write_small(
 def small_dataset(tmp_path: Path) -> Path:
     """A valid small canonical dataset folder."""
     return write_small(tmp_path / "small")
+
+
+# ---- shared, session-scoped: one tiny world and one trained artifact for all readers
+
+TINY_TRAIN_OVERRIDES = [
+    "train.batch_size=256",
+    "train.epochs=2",
+    "model.query_layers=[64, 32]",
+    "model.candidate_layers=[64, 32]",
+    "model.item_embedding_dim=32",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The synthetic world's tiny preset (seed 0), generated once per test session."""
+    from recsys_data.synth import generate_world, world_config
+
+    out = tmp_path_factory.mktemp("tiny-world") / "tiny"
+    generate_world(world_config("tiny", seed=0), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained_artifact(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model trained on the tiny world and exported (read-only for tests): its version dir."""
+    from recsys.config import load_config
+    from recsys_training.job import train
+
+    artifacts = tmp_path_factory.mktemp("artifacts")
+    config = load_config(None, TINY_TRAIN_OVERRIDES)
+    result = train(tiny_world, artifacts, name="tiny", config=config, progress=False)
+    assert result.version_dir is not None
+    return result.version_dir

@@ -1,0 +1,124 @@
+"""Keras callbacks of the training job: validation Recall@K each epoch, resume bookkeeping."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from recsys import features as F
+from recsys.catalog import ItemTable
+from recsys.model import embed_candidates, recall_at_k
+
+log = logging.getLogger(__name__)
+
+
+class EvalQueries:
+    """A fixed sample of evaluation examples: query features and the label's catalog row."""
+
+    def __init__(self, batches: Sequence[dict[str, np.ndarray]]) -> None:
+        self.features = {
+            name: np.concatenate([b[name] for b in batches]) for name in F.QUERY_FEATURES if batches
+        }
+        self.labels = (
+            np.concatenate([b[F.ITEM_INDEX] for b in batches]).astype(np.int64)
+            if batches
+            else np.zeros(0, dtype=np.int64)
+        )
+
+    def __len__(self) -> int:
+        """Number of evaluation queries."""
+        return len(self.labels)
+
+    def batches(self, size: int = 1024) -> list[dict[str, np.ndarray]]:
+        """The queries in batches of ``size``, in label order."""
+        return [
+            {k: v[s : s + size] for k, v in self.features.items()}
+            for s in range(0, len(self), size)
+        ]
+
+
+def catalog_recall(
+    model: Any,
+    items: ItemTable,
+    reference_time: int,
+    queries: EvalQueries,
+    ks: Sequence[int],
+) -> dict[int, float]:
+    """Recall@K of exact search over every catalog video for the evaluation ``queries``."""
+    if len(queries) == 0:
+        return {int(k): float("nan") for k in ks}
+    candidates = embed_candidates(
+        model.candidate_tower, items.features(np.arange(len(items)), reference_time)
+    )
+    return recall_at_k(model.query_tower, candidates, queries.batches(), queries.labels, ks)
+
+
+class RecallCallback(tf.keras.callbacks.Callback):
+    """Logs validation Recall@K over the whole catalog (exact search) after every epoch."""
+
+    def __init__(
+        self, items: ItemTable, reference_time: int, queries: EvalQueries, ks: Sequence[int]
+    ) -> None:
+        super().__init__()
+        self.items = items
+        self.reference_time = reference_time
+        self.queries = queries
+        self.ks = tuple(int(k) for k in ks)
+        self.history: list[dict[str, float]] = []
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        """Compute and log Recall@K; the values join Keras' epoch logs (and TensorBoard)."""
+        started = time.perf_counter()
+        recall = catalog_recall(self.model, self.items, self.reference_time, self.queries, self.ks)
+        entry = {f"val_recall_at_{k}": v for k, v in recall.items()}
+        if logs is not None:
+            logs.update(entry)
+        self.history.append(entry)
+        shown = ", ".join(f"@{k} {v:.4f}" for k, v in recall.items())
+        log.info(
+            "epoch %d: validation recall %s on %d queries (%.1f s)",
+            epoch + 1,
+            shown,
+            len(self.queries),
+            time.perf_counter() - started,
+        )
+
+
+class EpochTracker(tf.keras.callbacks.Callback):
+    """Remembers which epoch this process started at (after a resume) and epoch timings."""
+
+    def __init__(self, total_epochs: int) -> None:
+        super().__init__()
+        self.total_epochs = total_epochs
+        self.first_epoch: int | None = None
+        self.epoch_seconds: list[float] = []
+        self._started = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        """Log a resume the first time an epoch starts past zero."""
+        if self.first_epoch is None:
+            self.first_epoch = epoch
+            if epoch > 0:
+                log.info(
+                    "resumed from checkpoint: continuing at epoch %d/%d",
+                    epoch + 1,
+                    self.total_epochs,
+                )
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        """Record how long the epoch took and log its loss."""
+        self.epoch_seconds.append(time.perf_counter() - self._started)
+        loss = (logs or {}).get("loss")
+        log.info(
+            "epoch %d/%d done in %.1f s, loss %s",
+            epoch + 1,
+            self.total_epochs,
+            self.epoch_seconds[-1],
+            "n/a" if loss is None else f"{float(loss):.4f}",
+        )

@@ -1,0 +1,132 @@
+"""Export a trained model as a versioned artifact (DESIGN contract 2).
+
+Layout of ``artifacts/<name>/<version>/``::
+
+    manifest.json        schema version, config, data fingerprint, metrics, sha256 of every file
+    config.json          the run's Config, vocabulary sizes and the embedding reference time
+    vocabularies.json    every vocabulary (plain JSON)
+    query_model/         SavedModel, signature ``serving_default`` on raw context features
+    candidate_model/     SavedModel, signature ``serving_default`` on raw video features
+    items.parquet        the catalog rows (id, title, category, channel, upload_time), in
+                         the order of the embedding rows
+    item_embeddings.npy  float32 [num_items, d], candidate tower output at the reference time
+    index/               the candidate index (ScaNN or exact) over those embeddings
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from recsys.artifacts import Manifest, write_version
+from recsys.catalog import ItemTable
+from recsys.config import Config
+from recsys.dataset import read_meta
+from recsys.examples import ExampleSet
+from recsys.vocab import Vocabularies
+
+log = logging.getLogger(__name__)
+
+ITEMS_FILE = "items.parquet"
+EMBEDDINGS_FILE = "item_embeddings.npy"
+CONFIG_FILE = "config.json"
+INDEX_DIR = "index"
+QUERY_MODEL_DIR = "query_model"
+CANDIDATE_MODEL_DIR = "candidate_model"
+ITEM_COLUMNS = ["item_id", "title", "category", "channel", "upload_time"]
+
+
+def export_artifact(
+    model: Any,
+    artifacts: Path,
+    name: str,
+    config: Config,
+    vocabs: Vocabularies,
+    items: ItemTable,
+    items_df: pd.DataFrame,
+    reference_time: int,
+    data: Path,
+    example_set: ExampleSet,
+    metrics: dict[str, Any],
+    build_index: bool = True,
+) -> Path:
+    """Write the artifact version and point ``LATEST`` at it; returns the version folder."""
+    from recsys.export import (
+        RawCandidateModel,
+        RawQueryModel,
+        save_candidate_model,
+        save_query_model,
+    )
+    from recsys.model import embed_candidates
+
+    started = time.perf_counter()
+    embeddings = embed_candidates(
+        model.candidate_tower, items.features(np.arange(len(items)), reference_time)
+    ).astype(np.float32)
+    dataset_meta = read_meta(data)
+    manifest = Manifest(
+        name=name,
+        version="",
+        config=config.to_dict(),
+        data={
+            "path": str(data),
+            "name": dataset_meta.name,
+            "fingerprint": dataset_meta.fingerprint,
+            "split": example_set.split,
+            "cutoff": example_set.cutoff,
+            "train_end": example_set.train_end,
+        },
+        metrics=metrics,
+    )
+    with write_version(artifacts, name, manifest) as tmp:
+        save_query_model(
+            RawQueryModel(model.query_tower, vocabs, config.features), tmp / QUERY_MODEL_DIR
+        )
+        save_candidate_model(
+            RawCandidateModel(model.candidate_tower, vocabs, config.features, items.content_dim),
+            tmp / CANDIDATE_MODEL_DIR,
+        )
+        vocabs.save(tmp / "vocabularies.json")
+        frame = items_df[ITEM_COLUMNS].reset_index(drop=True)
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp / ITEMS_FILE)
+        np.save(tmp / EMBEDDINGS_FILE, embeddings, allow_pickle=False)
+        (tmp / CONFIG_FILE).write_text(
+            json.dumps(
+                {
+                    "config": config.to_dict(),
+                    "vocabulary_sizes": vocabs.sizes(),
+                    "content_dim": items.content_dim,
+                    "reference_time": int(reference_time),
+                    "embedding_dim": int(embeddings.shape[1]),
+                },
+                indent=2,
+            )
+            + "\n"
+        )
+        if build_index:
+            from recsys.index import IndexConfig
+            from recsys.index import build_index as make_index
+
+            index_config = IndexConfig.for_corpus_size(len(embeddings))
+            index = make_index(frame["item_id"].astype(str).tolist(), embeddings, index_config)
+            index.save(tmp / INDEX_DIR)
+            manifest.index = {
+                "config": index.config.to_dict(),
+                "kind": index.config.kind,
+                "size": len(index),
+            }
+    log.info(
+        "exported %d item embeddings (dim %d) in %.1f s",
+        len(embeddings),
+        embeddings.shape[1],
+        time.perf_counter() - started,
+    )
+    return Path(artifacts) / name / manifest.version
