@@ -69,6 +69,7 @@ class ModelConfig:
     use_searches: bool = True
     use_demographics: bool = True
     use_example_age: bool = True
+    use_recency: bool = True
     use_content: bool = True
     use_content_embedding: bool = True
 

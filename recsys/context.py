@@ -8,6 +8,7 @@ training and serving contexts cannot drift apart.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -16,7 +17,7 @@ import pandas as pd
 
 from recsys import features as F
 from recsys.catalog import UserTable, encode_texts
-from recsys.features import FeatureConfig, tail_window
+from recsys.features import FeatureConfig, minutes_since, tail_window
 from recsys.vocab import Vocabularies
 
 
@@ -41,17 +42,19 @@ def encode_queries(
     search_range: tuple[np.ndarray, np.ndarray],
     demographics: dict[str, np.ndarray],
     example_age_days: np.ndarray,
+    moment: np.ndarray,
     config: FeatureConfig,
 ) -> dict[str, np.ndarray]:
-    """Query features for ``n`` contexts.
+    """Query features for ``n`` contexts at ``moment: [n]`` (Unix seconds).
 
     ``watch_range = (starts, ends)``: each context's watches are ``log.watch_items[s:e]``
     (already restricted to events strictly before the moment); likewise ``search_range`` over
     searches. Keeps the last ``max_history`` watches and the tokens of the last
-    ``max_searches`` searches (at most ``max_search_tokens``, the most recent).
+    ``max_searches`` searches (at most ``max_search_tokens``, the most recent), the latest
+    search's tokens on their own, and the minutes since the latest watch and search.
     """
-    w_start, w_end = watch_range
-    s_start, s_end = search_range
+    w_start, w_end = (np.asarray(r, dtype=np.int64) for r in watch_range)
+    s_start, s_end = (np.asarray(r, dtype=np.int64) for r in search_range)
     history = tail_window(log.watch_items, w_start, w_end, config.max_history)
     s_lo = np.maximum(
         np.asarray(s_start, dtype=np.int64), np.asarray(s_end, dtype=np.int64) - config.max_searches
@@ -59,9 +62,27 @@ def encode_queries(
     tok_lo = log.search_offsets[s_lo]
     tok_hi = log.search_offsets[np.asarray(s_end, dtype=np.int64)]
     tokens = tail_window(log.search_tokens, tok_lo, tok_hi, config.max_search_tokens)
+    has_search = s_end > s_start
+    last_s = np.where(has_search, s_end - 1, s_end)
+    last_tokens = tail_window(
+        log.search_tokens,
+        log.search_offsets[last_s],
+        log.search_offsets[s_end],
+        config.max_last_search_tokens,
+    )
+    has_watch = w_end > w_start
+    last_w_time = (
+        log.watch_time[np.maximum(w_end - 1, 0)] if len(log.watch_time) else np.zeros(len(w_end))
+    )
+    last_s_time = (
+        log.search_time[np.maximum(s_end - 1, 0)] if len(log.search_time) else np.zeros(len(s_end))
+    )
     out = {F.HISTORY: history, F.SEARCH_TOKENS: tokens}
     out.update(demographics)
     out[F.EXAMPLE_AGE] = np.asarray(example_age_days, dtype=np.float32)
+    out[F.LAST_SEARCH_TOKENS] = last_tokens
+    out[F.SINCE_LAST_WATCH] = minutes_since(moment, last_w_time, has_watch)
+    out[F.SINCE_LAST_SEARCH] = minutes_since(moment, last_s_time, has_search)
     return out
 
 
@@ -90,32 +111,37 @@ def encode_request(
 ) -> dict[str, np.ndarray]:
     """Query features (batch of one) for a serving request; example age is 0 at serving.
 
-    Sets ``ctx.unknown_videos`` to the number of history ids the model does not know.
+    The moment is ``ctx.request_time`` (now when unset). Events without times count as
+    just before the moment. Sets ``ctx.unknown_videos`` to the number of history ids the
+    model does not know (they are skipped, as training contexts never hold them).
     """
+    moment = int(time.time()) if ctx.request_time is None else int(ctx.request_time)
     history = list(ctx.watch_history)
     searches = list(ctx.searches)
     if ctx.watch_times is not None and len(ctx.watch_times) != len(history):
         raise ValueError("watch_times must have one entry per watch_history id")
     if ctx.search_times is not None and len(ctx.search_times) != len(searches):
         raise ValueError("search_times must have one entry per search")
-    if ctx.request_time is not None and ctx.watch_times is not None:
-        history = [v for v, t in zip(history, ctx.watch_times, strict=True) if t < ctx.request_time]
-    if ctx.request_time is not None and ctx.search_times is not None:
-        searches = [
-            q for q, t in zip(searches, ctx.search_times, strict=True) if t < ctx.request_time
-        ]
+    watch_times = [moment] * len(history) if ctx.watch_times is None else list(ctx.watch_times)
+    search_times = [moment] * len(searches) if ctx.search_times is None else list(ctx.search_times)
+    if ctx.watch_times is not None:
+        kept = [(v, t) for v, t in zip(history, watch_times, strict=True) if t < moment]
+        history, watch_times = [v for v, _ in kept], [t for _, t in kept]
     # Blank searches carry nothing (the dataset validator rejects them): they are not searches.
-    searches = [q for q in searches if q and q.strip()]
+    kept_s = [
+        (q, t)
+        for q, t in zip(searches, search_times, strict=True)
+        if q and q.strip() and (ctx.search_times is None or t < moment)
+    ]
+    searches, search_times = [q for q, _ in kept_s], [t for _, t in kept_s]
     watch_ids = vocabs.items.lookup(history)
-    known = watch_ids != F.OOV
-    ctx.unknown_videos = int((~known).sum())
-    # Unknown videos are skipped (counted in the reply), as training never saw them in a context.
-    watch_ids = watch_ids[known & (watch_ids != F.PAD)]
+    known = watch_ids > F.OOV
+    ctx.unknown_videos = int((watch_ids == F.OOV).sum())
     tokens, offsets = encode_texts(searches, vocabs)
     log = EventLog(
-        watch_items=watch_ids,
-        watch_time=np.zeros(len(watch_ids), dtype=np.int64),
-        search_time=np.zeros(len(searches), dtype=np.int64),
+        watch_items=watch_ids[known],
+        watch_time=np.asarray(watch_times, dtype=np.int64)[known],
+        search_time=np.asarray(search_times, dtype=np.int64),
         search_offsets=offsets,
         search_tokens=tokens,
     )
@@ -131,9 +157,10 @@ def encode_request(
     demographics = UserTable.build(users, vocabs).features(np.zeros(1, dtype=np.int64))
     return encode_queries(
         log,
-        (np.zeros(1, dtype=np.int64), np.array([len(watch_ids)], dtype=np.int64)),
+        (np.zeros(1, dtype=np.int64), np.array([len(log.watch_items)], dtype=np.int64)),
         (np.zeros(1, dtype=np.int64), np.array([len(searches)], dtype=np.int64)),
         demographics,
         np.zeros(1, dtype=np.float32),
+        np.array([moment], dtype=np.int64),
         config,
     )

@@ -224,7 +224,7 @@ def _examples_for_partition(
             age = (train_end - lab_time) / F.SECONDS_PER_DAY
         else:
             age = np.zeros(len(labels))  # evaluated as a serving request: example age 0
-        feats = encode_queries(log_, w_range, s_range, demo, age, config)
+        feats = encode_queries(log_, w_range, s_range, demo, age, lab_time, config)
         feats[F.ITEM_INDEX] = item_rows.loc[labels["item_id"]].to_numpy().astype(np.int32)
         feats[F.USER_INDEX] = urows.astype(np.int32)
         feats[LABEL_TIME] = lab_time

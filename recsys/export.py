@@ -18,6 +18,7 @@ from recsys.features import TF_TOKEN_SPLIT, FeatureConfig
 from recsys.vocab import RESERVED, Vocabularies, Vocabulary
 
 QUERY_SIGNATURE = "serving_default"
+QUERY_IDS_SIGNATURE = "serve_ids"
 CANDIDATE_SIGNATURE = "serving_default"
 
 
@@ -45,8 +46,37 @@ def _dense(ragged: Any, width: int) -> Any:
     return tf.cast(ragged.to_tensor(default_value=F.PAD, shape=[None, width]), tf.int32)
 
 
+def query_id_signature(config: FeatureConfig) -> dict[str, tf.TensorSpec]:
+    """``tf.TensorSpec`` of every id-level query feature (the contract of recsys.features)."""
+
+    def ints(*shape: int) -> tf.TensorSpec:
+        return tf.TensorSpec((None, *shape), tf.int32)
+
+    def floats() -> tf.TensorSpec:
+        return tf.TensorSpec((None,), tf.float32)
+
+    return {
+        F.HISTORY: ints(config.max_history),
+        F.SEARCH_TOKENS: ints(config.max_search_tokens),
+        F.COUNTRY: ints(),
+        F.REGION: ints(),
+        F.GENDER: ints(),
+        F.AGE: floats(),
+        F.AGE_KNOWN: floats(),
+        F.EXAMPLE_AGE: floats(),
+        F.LAST_SEARCH_TOKENS: ints(config.max_last_search_tokens),
+        F.SINCE_LAST_WATCH: floats(),
+        F.SINCE_LAST_SEARCH: floats(),
+    }
+
+
 class RawQueryModel(tf.Module):
-    """Query tower behind a raw-feature signature (see :meth:`serve`)."""
+    """Query tower behind two signatures: raw features (:meth:`serve`) and ids (``serve_ids``).
+
+    ``serve_ids`` takes exactly the features :func:`recsys.context.encode_request` builds,
+    so a Python server shares the training pipeline's context code; ``serve`` does the same
+    rules inside TensorFlow for callers that only have strings.
+    """
 
     def __init__(self, query_tower: Any, vocabs: Vocabularies, config: FeatureConfig) -> None:
         super().__init__()
@@ -59,6 +89,50 @@ class RawQueryModel(tf.Module):
         self.max_history = config.max_history
         self.max_searches = config.max_searches
         self.max_search_tokens = config.max_search_tokens
+        self.max_last_search_tokens = config.max_last_search_tokens
+        specs = query_id_signature(config)
+        signature = [
+            tf.TensorSpec(specs[n].shape, specs[n].dtype, name=n) for n in F.QUERY_FEATURES
+        ]
+        self.serve_ids = tf.function(self._serve_ids, input_signature=signature)
+
+    def _serve_ids(
+        self,
+        history: Any,
+        search_tokens: Any,
+        country: Any,
+        region: Any,
+        gender: Any,
+        age: Any,
+        age_known: Any,
+        example_age: Any,
+        last_search_tokens: Any,
+        since_last_watch: Any,
+        since_last_search: Any,
+    ) -> dict[str, Any]:
+        """Query embeddings ``[B, d]`` from id features, named as in recsys.features."""
+        values = (
+            history,
+            search_tokens,
+            country,
+            region,
+            gender,
+            age,
+            age_known,
+            example_age,
+            last_search_tokens,
+            since_last_watch,
+            since_last_search,
+        )
+        features = dict(zip(F.QUERY_FEATURES, values, strict=True))
+        return {"query_embedding": self.query_tower(features, training=False)}
+
+    def _search_ids(self, searches: Any, keep: int, width: int) -> Any:
+        """Token ids of the last ``keep`` searches, flattened, the last ``width`` of them."""
+        words = _tokens(searches.flat_values)
+        token_ids = words.with_flat_values(_ids(self.tokens, words.flat_values))
+        per_user = searches[:, -keep:].with_flat_values(token_ids).merge_dims(1, 2)
+        return _dense(per_user[:, -width:], width)
 
     def features(
         self,
@@ -69,6 +143,8 @@ class RawQueryModel(tf.Module):
         gender: Any,
         age: Any,
         example_age: Any,
+        since_last_watch: Any,
+        since_last_search: Any,
     ) -> dict[str, Any]:
         """Id features from raw ones (the rules of :func:`recsys.context.encode_request`)."""
         ids = _ids(self.items, history)
@@ -76,22 +152,26 @@ class RawQueryModel(tf.Module):
         history_ids = _dense(known[:, -self.max_history :], self.max_history)
         nonblank = tf.ragged.boolean_mask(searches, tf.strings.strip(searches) != "")
         recent = nonblank[:, -self.max_searches :]
-        words = _tokens(recent.flat_values)
-        token_ids = words.with_flat_values(_ids(self.tokens, words.flat_values))
-        per_user = recent.with_flat_values(token_ids).merge_dims(1, 2)
-        search_ids = _dense(per_user[:, -self.max_search_tokens :], self.max_search_tokens)
+        latest = nonblank[:, -1:]
         age = tf.where(tf.math.is_nan(age), tf.zeros_like(age), age)
         known_age = tf.cast(age > 0, tf.float32)
+        cap = tf.constant(F.MAX_GAP_MINUTES, tf.float32)
         return {
             F.HISTORY: history_ids,
-            F.SEARCH_TOKENS: search_ids,
+            F.SEARCH_TOKENS: self._search_ids_all(recent),
             F.COUNTRY: tf.cast(_ids(self.countries, country), tf.int32),
             F.REGION: tf.cast(_ids(self.regions, region), tf.int32),
             F.GENDER: tf.cast(_ids(self.genders, gender), tf.int32),
             F.AGE: age * known_age,
             F.AGE_KNOWN: known_age,
             F.EXAMPLE_AGE: example_age,
+            F.LAST_SEARCH_TOKENS: self._search_ids(latest, 1, self.max_last_search_tokens),
+            F.SINCE_LAST_WATCH: tf.clip_by_value(since_last_watch, 0.0, cap),
+            F.SINCE_LAST_SEARCH: tf.clip_by_value(since_last_search, 0.0, cap),
         }
+
+    def _search_ids_all(self, recent: Any) -> Any:
+        return self._search_ids(recent, self.max_searches, self.max_search_tokens)
 
     @tf.function(
         input_signature=[
@@ -102,6 +182,8 @@ class RawQueryModel(tf.Module):
             tf.TensorSpec([None], tf.string, name="gender"),
             tf.TensorSpec([None], tf.float32, name="age"),
             tf.TensorSpec([None], tf.float32, name="example_age"),
+            tf.TensorSpec([None], tf.float32, name="since_last_watch"),
+            tf.TensorSpec([None], tf.float32, name="since_last_search"),
         ]
     )
     def serve(
@@ -113,15 +195,28 @@ class RawQueryModel(tf.Module):
         gender: Any,
         age: Any,
         example_age: Any,
+        since_last_watch: Any,
+        since_last_search: Any,
     ) -> dict[str, Any]:
         """Query embeddings ``[B, d]`` from raw context.
 
         ``history: [B, H]`` video ids oldest first, padded with ""; ``searches: [B, S]``
         query texts oldest first, padded with ""; ``country/region/gender: [B]`` ("" when
         unknown); ``age: [B]`` years (<= 0 or NaN when unknown); ``example_age: [B]``
-        days (0 at serving).
+        days (0 at serving); ``since_last_watch/search: [B]`` minutes since the latest
+        watch/search (525600, a year, when there is none).
         """
-        feats = self.features(history, searches, country, region, gender, age, example_age)
+        feats = self.features(
+            history,
+            searches,
+            country,
+            region,
+            gender,
+            age,
+            example_age,
+            since_last_watch,
+            since_last_search,
+        )
         return {"query_embedding": self.query_tower(feats, training=False)}
 
 
@@ -193,7 +288,12 @@ class RawCandidateModel(tf.Module):
 def save_query_model(module: RawQueryModel, path: str | Path) -> None:
     """Write the query SavedModel with its raw-feature serving signature."""
     tf.saved_model.save(
-        module, str(path), signatures={QUERY_SIGNATURE: module.serve.get_concrete_function()}
+        module,
+        str(path),
+        signatures={
+            QUERY_SIGNATURE: module.serve.get_concrete_function(),
+            QUERY_IDS_SIGNATURE: module.serve_ids.get_concrete_function(),
+        },
     )
 
 

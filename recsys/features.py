@@ -26,9 +26,13 @@ REGION = "region"  # int32 [B]
 GENDER = "gender"  # int32 [B]
 AGE = "age"  # float32 [B]: years, 0 when unknown
 AGE_KNOWN = "age_known"  # float32 [B]: 1 when age is known
-EXAMPLE_AGE = (
-    "example_age"  # float32 [B]: days from the event to the training window's end; 0 when serving
-)
+# float32 [B]: days from the event to the training window's end; 0 when serving
+EXAMPLE_AGE = "example_age"
+# Recency: what the user did just before the moment (sessions continue a theme, a search
+# picks the next watch). The last watch is history's last entry; these add the rest.
+LAST_SEARCH_TOKENS = "last_search_tokens"  # int32 [B, max_last_search_tokens]: latest search
+SINCE_LAST_WATCH = "since_last_watch"  # float32 [B]: minutes since the latest watch (capped)
+SINCE_LAST_SEARCH = "since_last_search"  # float32 [B]: minutes since the latest search (capped)
 
 # ---- candidate (item) tower inputs
 ITEM = "item"  # int32 [B]: video id (vocabulary index; OOV for videos unseen in training)
@@ -44,10 +48,24 @@ ITEM_INDEX = (
 )
 USER_INDEX = "user_index"  # int32 [B]: row of the user in the users table (examples only)
 
-QUERY_FEATURES = (HISTORY, SEARCH_TOKENS, COUNTRY, REGION, GENDER, AGE, AGE_KNOWN, EXAMPLE_AGE)
+QUERY_FEATURES = (
+    HISTORY,
+    SEARCH_TOKENS,
+    COUNTRY,
+    REGION,
+    GENDER,
+    AGE,
+    AGE_KNOWN,
+    EXAMPLE_AGE,
+    LAST_SEARCH_TOKENS,
+    SINCE_LAST_WATCH,
+    SINCE_LAST_SEARCH,
+)
 CANDIDATE_FEATURES = (ITEM, CHANNEL, CATEGORY, TITLE_TOKENS, UPLOAD_AGE, CONTENT_EMBEDDING)
 
 SECONDS_PER_DAY = 86_400.0
+# Gaps are capped at a year; "no such event" reads as a year ago (long enough to mean nothing).
+MAX_GAP_MINUTES = 525_600.0
 
 _TOKEN_SPLIT = re.compile(r"[\W_]+", re.UNICODE)
 # The same rule in RE2 syntax for TensorFlow's tf.strings.regex_replace (serving signatures).
@@ -69,10 +87,17 @@ class FeatureConfig:
     max_searches: int = 50
     max_search_tokens: int = 64
     max_title_tokens: int = 16
+    max_last_search_tokens: int = 8
     max_examples_per_user: int | None = 200
 
     def __post_init__(self) -> None:
-        for name in ("max_history", "max_searches", "max_search_tokens", "max_title_tokens"):
+        for name in (
+            "max_history",
+            "max_searches",
+            "max_search_tokens",
+            "max_title_tokens",
+            "max_last_search_tokens",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.max_examples_per_user is not None and self.max_examples_per_user <= 0:
@@ -99,3 +124,13 @@ def tail_window(flat: np.ndarray, starts: np.ndarray, ends: np.ndarray, width: i
     if flat.size:
         out[valid] = flat[idx[valid]]
     return out
+
+
+def minutes_since(moment: np.ndarray, times: np.ndarray, has_event: np.ndarray) -> np.ndarray:
+    """Minutes from ``times`` to ``moment`` (both Unix seconds, ``[n]``), capped at a year.
+
+    Rows without an event (``has_event`` False) read as a year ago.
+    """
+    gap = (np.asarray(moment, np.float64) - np.asarray(times, np.float64)) / 60.0
+    gap = np.clip(gap, 0.0, MAX_GAP_MINUTES)
+    return np.where(has_event, gap, MAX_GAP_MINUTES).astype(np.float32)

@@ -135,6 +135,9 @@ def feature_signature(
         F.AGE: floats(),
         F.AGE_KNOWN: floats(),
         F.EXAMPLE_AGE: floats(),
+        F.LAST_SEARCH_TOKENS: ints(int(feature_config.get("max_last_search_tokens", 8))),  # type: ignore[call-overload]
+        F.SINCE_LAST_WATCH: floats(),
+        F.SINCE_LAST_SEARCH: floats(),
         F.ITEM: ints(),
         F.CHANNEL: ints(),
         F.CATEGORY: ints(),

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 
 from recsys import features as F
@@ -26,6 +27,8 @@ Features = Mapping[str, Any]
 # Ages in years are centred and scaled to roughly [-1, 2]; unknown ages become 0 and the
 # model learns their effect from `age_known`.
 _AGE_CENTER_YEARS = 35.0
+_LOG_MAX_GAP = float(np.log1p(F.MAX_GAP_MINUTES))
+_SESSION_MINUTES = 30.0  # a gap shorter than this usually means the same session
 _AGE_SCALE_YEARS = 15.0
 # Durations in days (example age, upload age) span 0 .. years with most mass near 0: a log
 # scale puts one day at 0.12, a month at 0.58 and a year at 1.0.
@@ -119,9 +122,11 @@ class QueryTower(tf.keras.Model):
 
     Inputs (``recsys.features``): ``history [B, H]`` and ``search_tokens [B, S]`` (0-padded,
     averaged over non-padding entries), ``country, region, gender [B]`` ids, ``age,
-    age_known [B]`` floats, ``example_age [B]`` days. ``use_searches``,
-    ``use_demographics`` and ``use_example_age`` switch groups off; switched-off features are
-    not read and may be absent.
+    age_known [B]`` floats, ``example_age [B]`` days; with ``use_recency``, the latest watch
+    (history's last entry), ``last_search_tokens [B, L]`` and ``since_last_watch,
+    since_last_search [B]`` minutes. ``use_searches``, ``use_demographics``,
+    ``use_example_age`` and ``use_recency`` switch groups off; switched-off features are not
+    read and may be absent.
     """
 
     def __init__(
@@ -176,8 +181,33 @@ class QueryTower(tf.keras.Model):
             parts.append(tf.stack([age, known], axis=-1))
         if self.config.use_example_age:
             parts.append(days_features(_require(features, F.EXAMPLE_AGE, tower)))
+        if self.config.use_recency:
+            parts.extend(self._recency(features, history))
         x = tf.concat([tf.cast(p, self.compute_dtype) for p in parts], axis=-1)
         return _l2_normalize(self.dense(x, training=training))
+
+    def _recency(self, features: Features, history: tf.Tensor) -> list[tf.Tensor]:
+        """The latest watch's embedding, the latest search's tokens, and the time gaps.
+
+        Sessions continue a theme and a search picks the next watch; an average over 50
+        watches hides both, so the most recent events also enter on their own.
+        """
+        tower = "query tower"
+        count = tf.reduce_sum(tf.cast(history != F.PAD, tf.int32), axis=1)  # [B]
+        # A padding column makes the gather safe for an empty [B, 0] history.
+        padded = tf.pad(history, [[0, 0], [0, 1]])
+        last = tf.gather(padded, tf.maximum(count - 1, 0), batch_dims=1)  # [B]
+        has = tf.cast(count > 0, tf.float32)[:, None]
+        parts = [tf.cast(self.item_embedding(last), tf.float32) * has]
+        if self.config.use_searches:
+            tokens = _ids(features, F.LAST_SEARCH_TOKENS, tower)
+            parts.append(masked_mean(self.token_embedding(tokens), tokens))
+        for name in (F.SINCE_LAST_WATCH, F.SINCE_LAST_SEARCH):
+            minutes = tf.cast(_require(features, name, tower), tf.float32)
+            scaled = tf.math.log1p(tf.maximum(minutes, 0.0)) / _LOG_MAX_GAP
+            in_session = tf.cast(minutes < _SESSION_MINUTES, tf.float32)
+            parts.append(tf.stack([scaled, in_session], axis=-1))
+        return parts
 
 
 class CandidateTower(tf.keras.Model):

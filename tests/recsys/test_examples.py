@@ -95,15 +95,30 @@ def read_examples(out: Path, kind: str) -> pd.DataFrame:
 
 def expected_context(
     events: pd.DataFrame, vocabs: Vocabularies, user: str, t: int
-) -> tuple[list[int], list[int]]:
-    """A naive re-derivation: the user's known watches and search tokens strictly before t."""
+) -> dict[str, object]:
+    """A naive re-derivation of the context: the user's events strictly before t."""
     mine = events[(events["user_id"] == user) & (events["timestamp"] < t)]
     mine = mine.sort_values("timestamp", kind="stable")
-    watches = [int(i) for i in vocabs.items.lookup(mine.loc[mine["type"] == "watch", "item_id"])]
-    watches = [i for i in watches if i > F.OOV][-CONFIG.max_history :]
-    queries = mine.loc[mine["type"] == "search", "query"].tolist()[-CONFIG.max_searches :]
+    watched = mine[mine["type"] == "watch"]
+    ids = vocabs.items.lookup(watched["item_id"])
+    known = watched[ids > F.OOV]
+    watches = [int(i) for i in ids if i > F.OOV][-CONFIG.max_history :]
+    searched = mine[mine["type"] == "search"]
+    queries = searched["query"].tolist()[-CONFIG.max_searches :]
     tokens = [int(i) for q in queries for i in vocabs.tokens.lookup(tokenize(q))]
-    return watches, tokens[-CONFIG.max_search_tokens :]
+    last = [int(i) for i in vocabs.tokens.lookup(tokenize(queries[-1]))] if queries else []
+    year = F.MAX_GAP_MINUTES
+    return {
+        F.HISTORY: watches,
+        F.SEARCH_TOKENS: tokens[-CONFIG.max_search_tokens :],
+        F.LAST_SEARCH_TOKENS: last[-CONFIG.max_last_search_tokens :],
+        F.SINCE_LAST_WATCH: min((t - known["timestamp"].iloc[-1]) / 60, year)
+        if len(known)
+        else year,
+        F.SINCE_LAST_SEARCH: min((t - searched["timestamp"].iloc[-1]) / 60, year)
+        if queries
+        else year,
+    }
 
 
 def unpad(row: np.ndarray) -> list[int]:
@@ -120,10 +135,13 @@ def test_contexts_hold_exactly_the_earlier_events(built: tuple[Path, Split], wor
         assert len(ex) > 0
         for row in ex.sample(min(len(ex), 60), random_state=0).itertuples():
             user = users["user_id"].iloc[row.user_index]
-            watches, tokens = expected_context(events, vocabs, user, row.timestamp)
+            expected = expected_context(events, vocabs, user, row.timestamp)
             # strictly earlier: an event in the same second as the label is not context
-            assert unpad(row.history) == watches
-            assert unpad(row.search_tokens) == tokens
+            assert unpad(row.history) == expected[F.HISTORY]
+            assert unpad(row.search_tokens) == expected[F.SEARCH_TOKENS]
+            assert unpad(row.last_search_tokens) == expected[F.LAST_SEARCH_TOKENS]
+            assert row.since_last_watch == pytest.approx(expected[F.SINCE_LAST_WATCH])
+            assert row.since_last_search == pytest.approx(expected[F.SINCE_LAST_SEARCH])
 
 
 def test_no_evaluation_watch_reaches_training(built: tuple[Path, Split], world: Path) -> None:

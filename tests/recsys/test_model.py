@@ -70,6 +70,9 @@ def _examples(rng: np.random.Generator, n: int, catalog: Batch) -> tuple[Batch, 
         F.AGE: rng.uniform(10, 80, n).astype(np.float32),
         F.AGE_KNOWN: rng.integers(0, 2, n).astype(np.float32),
         F.EXAMPLE_AGE: rng.uniform(0, 30, n).astype(np.float32),
+        F.LAST_SEARCH_TOKENS: rng.integers(0, 30, (n, 2)).astype(np.int32),
+        F.SINCE_LAST_WATCH: rng.uniform(0, 600, n).astype(np.float32),
+        F.SINCE_LAST_SEARCH: rng.uniform(0, 600, n).astype(np.float32),
     }
     batch.update({name: values[label] for name, values in catalog.items()})
     return batch, label

@@ -59,6 +59,9 @@ def _batch(seed: int = 0) -> dict[str, np.ndarray]:
         F.AGE: np.array([25.0, 0.0, 61.0, 40.0], np.float32),
         F.AGE_KNOWN: np.array([1.0, 0.0, 1.0, 1.0], np.float32),
         F.EXAMPLE_AGE: np.array([0.0, 1.0, 30.0, 400.0], np.float32),
+        F.LAST_SEARCH_TOKENS: tokens[:, :3],
+        F.SINCE_LAST_WATCH: np.array([0.5, 20.0, 600.0, F.MAX_GAP_MINUTES], np.float32),
+        F.SINCE_LAST_SEARCH: np.array([F.MAX_GAP_MINUTES, 3.0, 45.0, 1.0], np.float32),
         F.ITEM: rng.integers(1, SIZES.num_items, B).astype(np.int32),
         F.CHANNEL: rng.integers(0, SIZES.num_channels, B).astype(np.int32),
         F.CATEGORY: rng.integers(0, SIZES.num_categories, B).astype(np.int32),
@@ -176,6 +179,7 @@ def test_use_searches_false_ignores_search_tokens() -> None:
     [
         ("use_demographics", (F.COUNTRY, F.REGION, F.GENDER, F.AGE, F.AGE_KNOWN)),
         ("use_example_age", (F.EXAMPLE_AGE,)),
+        ("use_recency", (F.LAST_SEARCH_TOKENS, F.SINCE_LAST_WATCH, F.SINCE_LAST_SEARCH)),
     ],
 )
 def test_query_toggles_drop_their_inputs(toggle: str, names: tuple[str, ...]) -> None:

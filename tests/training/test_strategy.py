@@ -160,6 +160,9 @@ _WORKER_SCRIPT = textwrap.dedent(
         F.AGE: rng.uniform(10, 80, n).astype(np.float32),
         F.AGE_KNOWN: np.ones(n, np.float32),
         F.EXAMPLE_AGE: rng.uniform(0, 10, n).astype(np.float32),
+        F.LAST_SEARCH_TOKENS: rng.integers(0, 20, (n, 2)).astype(np.int32),
+        F.SINCE_LAST_WATCH: rng.uniform(0, 600, n).astype(np.float32),
+        F.SINCE_LAST_SEARCH: rng.uniform(0, 600, n).astype(np.float32),
     })
 
     def dataset_fn(context):
