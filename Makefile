@@ -5,6 +5,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= data/generated/demo
+ARTIFACTS ?= artifacts
 # mypy needs the installed import names (recsys_data, ...) as folders: a view of symlinks.
 TYPECHECK := build/typecheck
 
@@ -39,6 +40,8 @@ demo: install
 	$(BIN)/recsys data synth --preset demo --seed 0 --out $(DEMO_DIR) --overwrite
 	$(BIN)/recsys data validate $(DEMO_DIR)
 	$(BIN)/recsys data oracle --data $(DEMO_DIR) --split time
+	$(BIN)/recsys train --data $(DEMO_DIR) --artifacts $(ARTIFACTS) --name demo \
+		--config training/configs/demo.toml
 
 clean:
 	rm -rf build $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -362,3 +362,30 @@ def build_examples(
         time.perf_counter() - started,
     )
     return result
+
+
+def read_examples(
+    example_dir: str | Path, kind: str, limit: int | None = None, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """All (or a seeded sample of ``limit``) examples of ``kind`` as arrays, label times included.
+
+    2-D features come back as ``[n, width]`` matrices; rows keep their shard order.
+    """
+    example_dir = Path(example_dir)
+    meta = ExampleSet.load(example_dir)
+    names = meta.train_shards if kind == "train" else meta.eval_shards
+    tables = [pq.read_table(example_dir / n) for n in names]
+    if not tables:
+        return {}
+    tbl = pa.concat_tables(tables)
+    if limit is not None and tbl.num_rows > limit:
+        keep = np.sort(np.random.default_rng(seed).choice(tbl.num_rows, limit, replace=False))
+        tbl = tbl.take(pa.array(keep))
+    out: dict[str, np.ndarray] = {}
+    for name in tbl.column_names:
+        col = tbl.column(name).combine_chunks()
+        if pa.types.is_fixed_size_list(col.type):
+            out[name] = col.flatten().to_numpy().reshape(-1, col.type.list_size)
+        else:
+            out[name] = col.to_numpy()
+    return out

@@ -12,23 +12,20 @@ import tensorflow as tf
 
 from recsys import features as F
 from recsys.catalog import ItemTable
-from recsys.model import embed_candidates, recall_at_k
+from recsys.examples import LABEL_TIME
+from recsys.model import embed_candidates
+from recsys.ranking import rank_by_day, recall_from_ranks
 
 log = logging.getLogger(__name__)
 
 
 class EvalQueries:
-    """A fixed sample of evaluation examples: query features and the label's catalog row."""
+    """A fixed sample of evaluation examples: query features, label rows and label times."""
 
-    def __init__(self, batches: Sequence[dict[str, np.ndarray]]) -> None:
-        self.features = {
-            name: np.concatenate([b[name] for b in batches]) for name in F.QUERY_FEATURES if batches
-        }
-        self.labels = (
-            np.concatenate([b[F.ITEM_INDEX] for b in batches]).astype(np.int64)
-            if batches
-            else np.zeros(0, dtype=np.int64)
-        )
+    def __init__(self, rows: dict[str, np.ndarray]) -> None:
+        self.features = {name: rows[name] for name in F.QUERY_FEATURES if name in rows}
+        self.labels = np.asarray(rows.get(F.ITEM_INDEX, np.zeros(0)), dtype=np.int64)
+        self.times = np.asarray(rows.get(LABEL_TIME, np.zeros(0)), dtype=np.int64)
 
     def __len__(self) -> int:
         """Number of evaluation queries."""
@@ -42,31 +39,46 @@ class EvalQueries:
         ]
 
 
+def query_embeddings(query_tower: Any, queries: EvalQueries) -> np.ndarray:
+    """Query-tower outputs ``[Q, d]`` for every evaluation query."""
+    embed = tf.function(lambda batch: query_tower(batch, training=False), reduce_retracing=True)
+    return np.concatenate([embed(b).numpy() for b in queries.batches()], axis=0)
+
+
 def catalog_recall(
     model: Any,
     items: ItemTable,
-    reference_time: int,
     queries: EvalQueries,
     ks: Sequence[int],
 ) -> dict[int, float]:
-    """Recall@K of exact search over every catalog video for the evaluation ``queries``."""
+    """Recall@K of exact search over the catalog as it stood at each query's time.
+
+    Videos uploaded after a query are out of its ranking; the catalog is embedded at the
+    start of each query's day (see :mod:`recsys.ranking`).
+    """
     if len(queries) == 0:
         return {int(k): float("nan") for k in ks}
-    candidates = embed_candidates(
-        model.candidate_tower, items.features(np.arange(len(items)), reference_time)
+    rows = np.arange(len(items))
+
+    def embed_catalog(reference_time: int) -> np.ndarray:
+        return embed_candidates(model.candidate_tower, items.features(rows, reference_time))
+
+    ranked = rank_by_day(
+        query_embeddings(model.query_tower, queries),
+        queries.times,
+        embed_catalog,
+        items.upload_time,
+        max(int(k) for k in ks),
     )
-    return recall_at_k(model.query_tower, candidates, queries.batches(), queries.labels, ks)
+    return recall_from_ranks(ranked, queries.labels, tuple(int(k) for k in ks))
 
 
 class RecallCallback(tf.keras.callbacks.Callback):
     """Logs validation Recall@K over the whole catalog (exact search) after every epoch."""
 
-    def __init__(
-        self, items: ItemTable, reference_time: int, queries: EvalQueries, ks: Sequence[int]
-    ) -> None:
+    def __init__(self, items: ItemTable, queries: EvalQueries, ks: Sequence[int]) -> None:
         super().__init__()
         self.items = items
-        self.reference_time = reference_time
         self.queries = queries
         self.ks = tuple(int(k) for k in ks)
         self.history: list[dict[str, float]] = []
@@ -74,7 +86,7 @@ class RecallCallback(tf.keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         """Compute and log Recall@K; the values join Keras' epoch logs (and TensorBoard)."""
         started = time.perf_counter()
-        recall = catalog_recall(self.model, self.items, self.reference_time, self.queries, self.ks)
+        recall = catalog_recall(self.model, self.items, self.queries, self.ks)
         entry = {f"val_recall_at_{k}": v for k, v in recall.items()}
         if logs is not None:
             logs.update(entry)

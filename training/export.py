@@ -11,6 +11,7 @@ Layout of ``artifacts/<name>/<version>/``::
                          the order of the embedding rows
     item_embeddings.npy  float32 [num_items, d], candidate tower output at the reference time
     index/               the candidate index (ScaNN or exact) over those embeddings
+    profiles.parquet     per user: demographics, latest watches and searches (serving context)
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from recsys.catalog import ItemTable
 from recsys.config import Config
 from recsys.dataset import read_meta
 from recsys.examples import ExampleSet
+from recsys.profiles import PROFILES_FILE, build_profiles, write_profiles
 from recsys.vocab import Vocabularies
 
 log = logging.getLogger(__name__)
@@ -98,6 +100,7 @@ def export_artifact(
         frame = items_df[ITEM_COLUMNS].reset_index(drop=True)
         pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp / ITEMS_FILE)
         np.save(tmp / EMBEDDINGS_FILE, embeddings, allow_pickle=False)
+        write_profiles(build_profiles(data, config.features), tmp / PROFILES_FILE)
         (tmp / CONFIG_FILE).write_text(
             json.dumps(
                 {

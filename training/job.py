@@ -24,7 +24,7 @@ import numpy as np
 
 from recsys.catalog import ItemTable
 from recsys.config import Config
-from recsys.examples import VOCAB_FILE, ExampleSet, build_examples, load_catalog
+from recsys.examples import VOCAB_FILE, ExampleSet, build_examples, load_catalog, read_examples
 from recsys.logs import Progress, step
 from recsys.pipeline import example_batches, make_dataset
 from recsys.splits import Split
@@ -78,21 +78,6 @@ def prepare_examples(
             progress=Progress("building examples", "partitions", enabled=progress),
         )
     return out, result
-
-
-def eval_sample(
-    examples: Path, items: ItemTable, limit: int, seed: int
-) -> list[dict[str, np.ndarray]]:
-    """Up to ``limit`` evaluation examples (a seeded sample), as batches."""
-    batches = list(example_batches(examples, "eval", items, 4096, shuffle=False))
-    if not batches:
-        return []
-    rows = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
-    n = len(rows["item_index"])
-    if n > limit:
-        keep = np.sort(np.random.default_rng(seed).choice(n, limit, replace=False))
-        rows = {k: v[keep] for k, v in rows.items()}
-    return [rows]
 
 
 def train(
@@ -190,13 +175,15 @@ def train(
             optimizer=make_optimizer(config.train),
             steps_per_execution=config.train.steps_per_execution,
         )
-    queries = EvalQueries(eval_sample(examples_dir, items, max_eval_queries, config.train.seed))
+    queries = EvalQueries(
+        read_examples(examples_dir, "eval", limit=max_eval_queries, seed=config.train.seed)
+    )
     run_key = _digest(
         {"examples": examples_dir.name, "config": config.to_dict(), "epochs": total_epochs}
     )
     backup = work / f"checkpoints-{run_key}"
     tracker = EpochTracker(total_epochs)
-    recall_cb = RecallCallback(items, reference_time, queries, config.train.recall_ks)
+    recall_cb = RecallCallback(items, queries, config.train.recall_ks)
     callbacks = [
         tf.keras.callbacks.BackupAndRestore(str(backup)),
         tracker,
@@ -220,7 +207,7 @@ def train(
         verbose=(1 if sys.stderr.isatty() and progress else 2) if is_chief else 0,
     )
     fit_seconds = time.perf_counter() - fit_started
-    final = catalog_recall(model, items, reference_time, queries, config.train.recall_ks)
+    final = catalog_recall(model, items, queries, config.train.recall_ks)
     epochs_here = len(tracker.epoch_seconds)
     metrics: dict[str, Any] = {
         "split": split.name,
