@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= data/generated/demo
 ARTIFACTS ?= artifacts
+DEMO_USERS ?= u000000 u000001 u000002
 # mypy needs the installed import names (recsys_data, ...) as folders: a view of symlinks.
 TYPECHECK := build/typecheck
 
@@ -15,6 +16,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
 	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m recsys_serving.proto
 	touch $@
 
 install: $(STAMP)
@@ -42,6 +44,16 @@ demo: install
 	$(BIN)/recsys data oracle --data $(DEMO_DIR) --split time
 	$(BIN)/recsys train --data $(DEMO_DIR) --artifacts $(ARTIFACTS) --name demo \
 		--config training/configs/demo.toml
+	@port_file=$$(mktemp); \
+	$(BIN)/recsys serve --artifacts $(ARTIFACTS) --name demo --port 0 \
+		--port-file $$port_file & server=$$!; \
+	trap 'kill -TERM $$server 2>/dev/null; wait $$server; rm -f $$port_file' EXIT; \
+	while [ ! -s $$port_file ]; do kill -0 $$server 2>/dev/null || exit 1; sleep 0.5; done; \
+	target=127.0.0.1:$$(cat $$port_file); \
+	for user in $(DEMO_USERS); do \
+		$(BIN)/recsys recommend --target $$target --user-id $$user --k 5 --wait 120 || exit 1; \
+	done; \
+	$(BIN)/recsys recommend --target $$target --search "guitar lesson" --country US --k 5
 
 clean:
 	rm -rf build $(VENV) .pytest_cache .mypy_cache .ruff_cache

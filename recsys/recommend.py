@@ -1,0 +1,807 @@
+"""Serving-time recommendation: query tower, candidate index, exact re-scoring and softmax.
+
+:class:`Recommender` loads one artifact version (checksums, vocabularies, query SavedModel,
+index, item embeddings, user profiles), checks it with a probe query, and answers
+``recommend`` / ``similar_items`` / ``info`` from any number of threads. The gRPC servicer
+is a thin layer over it, so tests and notebooks get exactly what the service returns.
+
+A request's query features come from :func:`recsys.context.encode_request`, the code that
+built the training contexts. The query embedding's dot product with a video's candidate
+embedding is the softmax logit (Covington et al. 2016): the index retrieves candidates,
+they are re-scored exactly from ``item_embeddings.npy``, filtered, and the softmax at the
+model's temperature over the scored set gives each probability (see the ``.proto``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from recsys import features as F
+from recsys.artifacts import ArtifactError, Manifest, verify_artifact
+from recsys.config import Config
+from recsys.context import RequestContext, encode_request
+from recsys.index import Index, IndexLoadError, ScannIndex, load_index
+from recsys.profiles import PROFILES_FILE, ProfileError, Profiles
+from recsys.vocab import RESERVED, Vocabularies, Vocabulary
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+VOCAB_FILE = "vocabularies.json"
+QUERY_MODEL_DIR = "query_model"
+QUERY_IDS_SIGNATURE = "serve_ids"  # recsys.export.QUERY_IDS_SIGNATURE (kept TF-free here)
+INDEX_DIR = "index"
+ITEMS_FILE = "items.parquet"
+EMBEDDINGS_FILE = "item_embeddings.npy"
+MAX_K = 1000
+
+
+class ModelLoadError(Exception):
+    """An artifact version cannot be served: names the file and what is wrong."""
+
+
+class UnknownUserError(LookupError):
+    """A request named a user without a profile and gave no context."""
+
+
+class UnknownItemError(LookupError):
+    """A request named a video that is not in the model's catalog."""
+
+
+@dataclass(frozen=True)
+class RecommenderOptions:
+    """Serving knobs; the defaults are what the benchmark measured.
+
+    The scored set's target size is ``C = max(overfetch * k, min_candidates)``; the index is
+    asked for C plus the number of excluded videos, more while filters leave fewer than C.
+    ``leaves_to_search`` / ``reorder_k`` override the ScaNN index's tuned defaults (None:
+    keep them). ``max_batch`` caps how many concurrent queries share one query-tower call.
+    """
+
+    overfetch: int = 4
+    min_candidates: int = 100
+    max_k: int = MAX_K
+    leaves_to_search: int | None = None
+    reorder_k: int | None = None
+    max_batch: int = 32
+
+    def __post_init__(self) -> None:
+        for name in ("overfetch", "min_candidates", "max_k", "max_batch"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"RecommenderOptions.{name} must be positive")
+
+    def num_candidates(self, k: int) -> int:
+        """C, the target size of the scored set for a request of ``k`` items."""
+        return max(self.overfetch * k, self.min_candidates)
+
+
+class RecommendedItem(NamedTuple):
+    """One recommended video: ``logit`` = q·v, ``probability`` over the scored set.
+
+    A NamedTuple rather than a dataclass: a reply holds up to 1000 of them, and a tuple is
+    built several times faster.
+    """
+
+    item_id: str
+    title: str
+    category: str
+    logit: float
+    probability: float
+
+
+@dataclass(frozen=True)
+class StageTimings:
+    """Milliseconds spent per stage of one request (inside the library)."""
+
+    context_ms: float = 0.0
+    query_tower_ms: float = 0.0
+    index_ms: float = 0.0
+    rescoring_ms: float = 0.0
+    total_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class RecommendResult:
+    """Ranked items (best first) and how they were obtained."""
+
+    items: tuple[RecommendedItem, ...]
+    model_name: str
+    model_version: str
+    num_candidates_scored: int
+    unknown_videos: int
+    used_profile: bool
+    timings: StageTimings
+
+
+class SimilarItem(NamedTuple):
+    """A video near another: ``score`` is the dot product of their candidate embeddings."""
+
+    item_id: str
+    title: str
+    category: str
+    score: float
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What is being served."""
+
+    model_name: str
+    model_version: str
+    created_at: str
+    loaded_at: str
+    embedding_dim: int
+    num_items: int
+    num_profiles: int
+    temperature: float
+    index_kind: str
+    index_config: dict[str, Any]
+    data_fingerprint: str
+    metrics: dict[str, Any]
+    artifact_path: str
+
+
+def has_context(ctx: RequestContext | None) -> bool:
+    """Whether ``ctx`` says anything about the user (request_time alone does not)."""
+    if ctx is None:
+        return False
+    return bool(ctx.watch_history or ctx.searches) or any(
+        v is not None for v in (ctx.country, ctx.region, ctx.age, ctx.gender)
+    )
+
+
+def merge_context(profile: RequestContext | None, ctx: RequestContext | None) -> RequestContext:
+    """The profile with every field the explicit ``ctx`` sets replacing the profile's.
+
+    A non-empty ``watch_history`` replaces the profile's history with its times (likewise
+    ``searches``); scalars replace when not None.
+    """
+    base = profile or RequestContext()
+    if ctx is None:
+        return dataclasses.replace(base)
+    history = bool(ctx.watch_history)
+    searches = bool(ctx.searches)
+    return RequestContext(
+        watch_history=ctx.watch_history if history else base.watch_history,
+        watch_times=ctx.watch_times if history else base.watch_times,
+        searches=ctx.searches if searches else base.searches,
+        search_times=ctx.search_times if searches else base.search_times,
+        country=ctx.country if ctx.country is not None else base.country,
+        region=ctx.region if ctx.region is not None else base.region,
+        age=ctx.age if ctx.age is not None else base.age,
+        gender=ctx.gender if ctx.gender is not None else base.gender,
+        request_time=ctx.request_time if ctx.request_time is not None else base.request_time,
+    )
+
+
+def watched_before(ctx: RequestContext, moment: int) -> list[str]:
+    """History ids that count at ``moment`` (all without times; else strictly before it)."""
+    if ctx.watch_times is None:
+        return list(ctx.watch_history)
+    return [v for v, t in zip(ctx.watch_history, ctx.watch_times, strict=True) if t < moment]
+
+
+def softmax(logits: np.ndarray, temperature: float) -> np.ndarray:
+    """``exp(logits / T)`` normalised over ``logits: [n]``; float64, stable for any T > 0."""
+    scaled = np.asarray(logits, dtype=np.float64) / temperature
+    if scaled.size == 0:
+        return scaled
+    weights = np.exp(scaled - scaled.max())
+    return weights / weights.sum()
+
+
+class ServingVocabulary(Vocabulary):
+    """A :class:`~recsys.vocab.Vocabulary` whose ``lookup`` probes a dict, value by value.
+
+    Same ids as the base class for every input (a test checks it on nulls, NaN, "", unknown
+    and known values); the base builds pandas objects per call, which costs ~0.2 ms for the
+    handful of values of one request, several times per request. Only serving needs that.
+    """
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        first = len(RESERVED)
+        self._id_of: dict[object, int] = {value: first + i for i, value in enumerate(self.values)}
+
+    def lookup(self, values: Iterable[str | None] | pd.Series | np.ndarray) -> np.ndarray:
+        """Ids of ``values``: int32, 0 for null, NaN or empty, 1 for unknown values."""
+        if isinstance(values, str):
+            values = [values]
+        get = self._id_of.get
+        return np.fromiter(
+            (F.PAD if _missing(v) else get(v, F.OOV) for v in values), dtype=np.int32
+        )
+
+
+def _missing(value: object) -> bool:
+    """What pandas' ``isna`` calls null, or the empty string (as Vocabulary.lookup)."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return True
+    if isinstance(value, str):
+        return not value
+    return isinstance(value, float | np.floating) and math.isnan(value)
+
+
+def serving_vocabularies(vocabs: Vocabularies) -> Vocabularies:
+    """``vocabs`` with every vocabulary a :class:`ServingVocabulary` (same ids, faster)."""
+    return Vocabularies(
+        **{
+            name: ServingVocabulary(v.name, list(v.values))
+            for name, v in vocabs.as_mapping().items()
+        }
+    )
+
+
+class _Pending:
+    """One query waiting for, or leading, a batched query-tower call."""
+
+    __slots__ = ("error", "event", "features", "lead", "result")
+
+    def __init__(self, features: dict[str, np.ndarray]) -> None:
+        self.features = features
+        self.event = threading.Event()
+        self.lead = False
+        self.result: np.ndarray | None = None
+        self.error: BaseException | None = None
+
+
+class QueryTowerBatcher:
+    """Runs a batch function over single queries arriving concurrently, without waiting.
+
+    The first caller when the tower is idle runs at once (no added latency one call at a
+    time); callers arriving meanwhile queue up, and the head of the queue then runs them all
+    in one call of at most ``max_batch`` rows. One TensorFlow call costs about as much for 16
+    rows as for 1, so under load this saves most of the tower's per-call overhead.
+    """
+
+    def __init__(
+        self, fn: Callable[[dict[str, np.ndarray]], np.ndarray], max_batch: int = 32
+    ) -> None:
+        """``fn`` maps features ``{name: [B, ...]}`` to embeddings ``[B, d]``."""
+        self._fn = fn
+        self._max_batch = max_batch
+        self._lock = threading.Lock()
+        self._queue: list[_Pending] = []
+        self._busy = False
+        self.calls = 0  # tower calls made
+        self.queries = 0  # queries they embedded (queries / calls: the mean batch size)
+
+    def __call__(self, features: dict[str, np.ndarray]) -> np.ndarray:
+        """The embedding ``[d]`` of one query's features ``{name: [1, ...]}``."""
+        pending = _Pending(features)
+        with self._lock:
+            self._queue.append(pending)
+            pending.lead = not self._busy
+            self._busy = True
+        if not pending.lead:
+            pending.event.wait()
+        if pending.lead:
+            self._run_batch()
+        if pending.error is not None:
+            raise pending.error
+        assert pending.result is not None
+        return pending.result
+
+    def _run_batch(self) -> None:
+        with self._lock:
+            batch = self._queue[: self._max_batch]
+            del self._queue[: self._max_batch]
+            self.calls += 1
+            self.queries += len(batch)
+        try:
+            if len(batch) == 1:
+                stacked = batch[0].features
+            else:
+                stacked = {
+                    name: np.concatenate([p.features[name] for p in batch])
+                    for name in batch[0].features
+                }
+            out = self._fn(stacked)
+            for row, p in enumerate(batch):
+                p.result = out[row]
+        except BaseException as exc:  # delivered to every caller of the batch
+            for p in batch:
+                p.error = exc
+        finally:
+            with self._lock:
+                if self._queue:
+                    self._queue[0].lead = True
+                    self._queue[0].event.set()
+                else:
+                    self._busy = False
+            for p in batch:
+                p.event.set()
+
+
+@dataclass
+class _Catalog:
+    """The served videos, row-aligned with ``item_embeddings.npy``."""
+
+    ids: np.ndarray  # object [num_items]: the id strings (shared with row_of's keys)
+    titles: pa.Array
+    row_of: dict[str, int]
+    category_rows: dict[str, np.ndarray]
+    category_code: np.ndarray  # int32 [num_items]: index into category_names, -1 for none
+    category_names: list[str]
+
+    def rows(self, ids: Iterable[str]) -> np.ndarray:
+        """Rows of known ``ids`` (unknown ones are left out): int64 [m]."""
+        get = self.row_of.get
+        found = [r for r in (get(i) for i in ids) if r is not None]
+        return np.asarray(found, dtype=np.int64)
+
+    def describe(self, rows: np.ndarray) -> tuple[list[str], list[str], list[str]]:
+        """Ids, titles and categories of ``rows`` ("" for a missing title or category)."""
+        titles = self.titles.take(pa.array(rows, type=pa.int64())).to_pylist()
+        names = self.category_names
+        return (
+            self.ids[rows].tolist(),
+            [t or "" for t in titles],
+            [names[c] if c >= 0 else "" for c in self.category_code[rows].tolist()],
+        )
+
+
+def _read_catalog(path: Path) -> _Catalog:
+    try:
+        table = pq.read_table(path, columns=["item_id", "title", "category"])
+    except (OSError, pa.ArrowInvalid, KeyError) as exc:
+        raise ModelLoadError(f"{path}: cannot read the catalog ({exc})") from exc
+    ids = table.column("item_id").combine_chunks().cast(pa.string())
+    id_list = ids.to_pylist()
+    row_of = {item_id: row for row, item_id in enumerate(id_list)}
+    if len(row_of) != len(id_list) or None in row_of:
+        raise ModelLoadError(f"{path}: item_id has nulls or duplicates")
+    categories = table.column("category").combine_chunks().cast(pa.string())
+    encoded = categories.dictionary_encode()
+    codes = encoded.indices.to_numpy(zero_copy_only=False)
+    codes = np.where(np.isnan(codes.astype(np.float64)), -1, codes).astype(np.int32)
+    names = [str(n) for n in encoded.dictionary.to_pylist()]
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
+    category_rows = {
+        name: order[bounds[i] : bounds[i + 1]].astype(np.int64) for i, name in enumerate(names)
+    }
+    return _Catalog(
+        ids=np.array(list(row_of), dtype=object),
+        titles=table.column("title").combine_chunks().cast(pa.string()),
+        row_of=row_of,
+        category_rows=category_rows,
+        category_code=codes,
+        category_names=names,
+    )
+
+
+def _ms(seconds: float) -> float:
+    return seconds * 1000.0
+
+
+class Recommender:
+    """One loaded, verified artifact version; thread-safe, read-only after :meth:`load`."""
+
+    def __init__(
+        self,
+        path: Path,
+        manifest: Manifest,
+        config: Config,
+        vocabs: Vocabularies,
+        query_tower: Callable[[dict[str, np.ndarray]], np.ndarray],
+        index: Index,
+        catalog: _Catalog,
+        embeddings: np.ndarray,
+        profiles: Profiles | None,
+        options: RecommenderOptions,
+    ) -> None:
+        """Assemble from loaded parts; use :meth:`load`."""
+        self.path = path
+        self.manifest = manifest
+        self.config = config
+        self.vocabs = vocabs
+        self.index = index
+        self.embeddings = embeddings
+        self.profiles = profiles
+        self.options = options
+        self.temperature = float(config.model.temperature)
+        self._catalog = catalog
+        self._tower = QueryTowerBatcher(query_tower, options.max_batch)
+        self._search_overrides: dict[str, int] = {}
+        if isinstance(index, ScannIndex):
+            if options.leaves_to_search is not None:
+                self._search_overrides["leaves_to_search"] = options.leaves_to_search
+            if options.reorder_k is not None:
+                self._search_overrides["reorder_k"] = options.reorder_k
+        self.loaded_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+    def with_options(self, options: RecommenderOptions) -> Recommender:
+        """The same loaded model served with other options (shares every loaded part)."""
+        return Recommender(
+            self.path,
+            self.manifest,
+            self.config,
+            self.vocabs,
+            self._tower._fn,
+            self.index,
+            self._catalog,
+            self.embeddings,
+            self.profiles,
+            options,
+        )
+
+    @property
+    def tower_batcher(self) -> QueryTowerBatcher:
+        """The query tower behind its batcher (``calls`` / ``queries`` count its work)."""
+        return self._tower
+
+    @property
+    def name(self) -> str:
+        """The model's name (``artifacts/<name>/``)."""
+        return self.manifest.name
+
+    @property
+    def version(self) -> str:
+        """The artifact version, e.g. ``v0003``."""
+        return self.manifest.version or self.path.name
+
+    @property
+    def num_items(self) -> int:
+        """Videos in the catalog."""
+        return len(self._catalog.row_of)
+
+    @classmethod
+    def load(
+        cls,
+        version_dir: str | Path,
+        options: RecommenderOptions | None = None,
+        verify: bool = True,
+    ) -> Recommender:
+        """Load and check a version folder; ModelLoadError saying what is wrong otherwise.
+
+        Verifies every file's sha256 against the manifest (unless ``verify`` is False), then
+        runs a probe query through every stage.
+        """
+        import tensorflow as tf
+
+        path = Path(version_dir)
+        options = options or RecommenderOptions()
+        started = time.perf_counter()
+        try:
+            manifest = verify_artifact(path) if verify else _read_manifest_only(path)
+        except ArtifactError as exc:
+            raise ModelLoadError(str(exc)) from exc
+        try:
+            raw = json.loads((path / CONFIG_FILE).read_text())
+            config = Config.from_dict(raw["config"], source=str(path / CONFIG_FILE))
+            dim = int(raw["embedding_dim"])
+        except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise ModelLoadError(f"{path / CONFIG_FILE}: not a valid model config ({exc})") from exc
+        try:
+            vocabs = serving_vocabularies(Vocabularies.load(path / VOCAB_FILE))
+        except ValueError as exc:
+            raise ModelLoadError(str(exc)) from exc
+        tower = _load_query_tower(tf, path / QUERY_MODEL_DIR)
+        try:
+            index = load_index(path / INDEX_DIR, expected_dim=dim)
+        except (IndexLoadError, OSError, ValueError) as exc:
+            raise ModelLoadError(f"{path / INDEX_DIR}: {exc}") from exc
+        catalog = _read_catalog(path / ITEMS_FILE)
+        try:
+            # In memory, not mapped: re-scoring reads rows all over the file, and a page fault
+            # per row costs more than the dot products.
+            embeddings = np.load(path / EMBEDDINGS_FILE, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"{path / EMBEDDINGS_FILE}: cannot read ({exc})") from exc
+        if embeddings.dtype != np.float32 or embeddings.shape != (len(catalog.row_of), dim):
+            raise ModelLoadError(
+                f"{path / EMBEDDINGS_FILE}: {embeddings.dtype} {embeddings.shape}, expected "
+                f"float32 ({len(catalog.row_of)}, {dim}) to match {ITEMS_FILE}"
+            )
+        if len(index) != len(catalog.row_of):
+            raise ModelLoadError(
+                f"{path / INDEX_DIR}: {len(index)} live items, {ITEMS_FILE} has "
+                f"{len(catalog.row_of)}"
+            )
+        profiles = None
+        if (path / PROFILES_FILE).is_file():
+            try:
+                profiles = Profiles.load(path / PROFILES_FILE)
+            except ProfileError as exc:
+                raise ModelLoadError(str(exc)) from exc
+        else:
+            log.warning("%s: no %s; requests need an explicit context", path, PROFILES_FILE)
+        model = cls(
+            path, manifest, config, vocabs, tower, index, catalog, embeddings, profiles, options
+        )
+        model.probe()
+        log.info(
+            "loaded model %s/%s (%d items, dim %d, %s index, %d profiles) in %.1f s",
+            model.name,
+            model.version,
+            model.num_items,
+            dim,
+            index.kind,
+            0 if profiles is None else len(profiles),
+            time.perf_counter() - started,
+        )
+        return model
+
+    def probe(self) -> None:
+        """Run test queries through every stage; ModelLoadError if any answer is wrong."""
+        now = int(time.time())
+        first = str(self._catalog.ids[0])
+        contexts = [
+            RequestContext(request_time=now),  # nothing known: every stage still answers
+            RequestContext(watch_history=[first], searches=["probe"], request_time=now),
+        ]
+        if self.profiles is not None and len(self.profiles):
+            profile = self.profiles.context(self.profiles.user_id_at(0), now)
+            assert profile is not None
+            contexts.append(profile)
+        k = min(10, self.num_items)
+        for ctx in contexts:
+            try:
+                result = self._recommend(ctx, False, k, False, (), None)
+            except Exception as exc:
+                raise ModelLoadError(f"{self.path}: probe query failed ({exc!r})") from exc
+            logits = np.array([i.logit for i in result.items])
+            total = sum(i.probability for i in result.items)
+            if (
+                len(result.items) != k
+                or not np.all(np.isfinite(logits))
+                or np.any(np.diff(logits) > 1e-6)
+                or not 0.0 < total <= 1.0 + 1e-6
+            ):
+                raise ModelLoadError(
+                    f"{self.path}: probe query gave {len(result.items)} items (want {k}), "
+                    f"logits {logits[:5]}, probabilities summing to {total}"
+                )
+
+    # ------------------------------------------------------------------ requests
+
+    def recommend(
+        self,
+        ctx: RequestContext | None,
+        user_id: str | None,
+        k: int,
+        exclude_watched: bool = True,
+        exclude_ids: Sequence[str] = (),
+        category: str | None = None,
+    ) -> RecommendResult:
+        """The ``k`` videos most likely watched next (see the ``.proto`` for the semantics).
+
+        ``user_id`` alone: the context is the user's stored profile; with ``ctx`` too, the
+        fields ``ctx`` sets win. Raises ValueError (naming the field) for ``k`` outside
+        ``1..max_k`` or no context at all, UnknownUserError for an unknown ``user_id``
+        without context.
+        """
+        started = time.perf_counter()
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self.options.max_k:
+            raise ValueError(f"k must be an integer in 1..{self.options.max_k}, got {k!r}")
+        explicit = has_context(ctx)
+        profile = None
+        if user_id:
+            request_time = None if ctx is None else ctx.request_time
+            profile = self.profiles.context(user_id, request_time) if self.profiles else None
+            if profile is None and not explicit:
+                raise UnknownUserError(
+                    f"user_id {user_id!r} has no stored profile in model "
+                    f"{self.name}/{self.version}; send a context"
+                )
+        elif not explicit:
+            raise ValueError("context is empty and there is no user_id: send one or the other")
+        merged = merge_context(profile, ctx)
+        return self._recommend(
+            merged, profile is not None, k, exclude_watched, exclude_ids, category, started
+        )
+
+    def _recommend(
+        self,
+        ctx: RequestContext,
+        used_profile: bool,
+        k: int,
+        exclude_watched: bool,
+        exclude_ids: Sequence[str],
+        category: str | None,
+        started: float | None = None,
+    ) -> RecommendResult:
+        t0 = time.perf_counter() if started is None else started
+        if ctx.request_time is None:  # one clock for the features and the exclusions
+            ctx = dataclasses.replace(ctx, request_time=int(time.time()))
+        assert ctx.request_time is not None
+        features = encode_request(ctx, self.vocabs, self.config.features)
+        excluded = list(exclude_ids)
+        if exclude_watched:
+            excluded.extend(watched_before(ctx, ctx.request_time))
+        excluded_rows = self._catalog.rows(excluded)
+        t1 = time.perf_counter()
+        query = self._tower(features)
+        t2 = time.perf_counter()
+        candidates, index_s = self._candidates(query, k, excluded_rows, category)
+        t3 = time.perf_counter()
+        rows, logits = self._rescore(query, candidates, excluded_rows, category)
+        size = min(len(rows), self.options.num_candidates(k))
+        rows, logits = rows[:size], logits[:size]
+        probabilities = softmax(logits, self.temperature)
+        top = rows[:k]
+        ids, titles, categories = self._catalog.describe(top)
+        items = tuple(
+            map(
+                RecommendedItem,
+                ids,
+                titles,
+                categories,
+                logits[:k].tolist(),
+                probabilities[:k].tolist(),
+            )
+        )
+        t4 = time.perf_counter()
+        timings = StageTimings(
+            context_ms=_ms(t1 - t0),
+            query_tower_ms=_ms(t2 - t1),
+            index_ms=_ms(index_s),
+            rescoring_ms=_ms(t4 - t3 + (t3 - t2 - index_s)),
+            total_ms=_ms(t4 - t0),
+        )
+        return RecommendResult(
+            items=items,
+            model_name=self.name,
+            model_version=self.version,
+            num_candidates_scored=size,
+            unknown_videos=ctx.unknown_videos,
+            used_profile=used_profile,
+            timings=timings,
+        )
+
+    def _candidates(
+        self, query: np.ndarray, k: int, excluded_rows: np.ndarray, category: str | None
+    ) -> tuple[np.ndarray, float]:
+        """Candidate rows for ``query: [d]`` and the seconds spent in the index.
+
+        Asks the index for C + |excluded| (C / category share with a category filter),
+        doubling while the filters leave fewer than C; a category smaller than that is
+        scanned exactly instead (every one of its videos is a candidate).
+        """
+        num_items = self.num_items
+        wanted = self.options.num_candidates(k)
+        fetch = wanted + len(excluded_rows)
+        in_category: np.ndarray | None = None
+        code = -1
+        if category is not None:
+            in_category = self._catalog.category_rows.get(category)
+            if in_category is None or len(in_category) == 0:
+                return np.empty(0, dtype=np.int64), 0.0
+            code = self._catalog.category_names.index(category)
+            fetch = math.ceil(wanted * num_items / len(in_category)) + len(excluded_rows)
+            if len(in_category) <= fetch:
+                return in_category, 0.0
+        spent = 0.0
+        fetch = min(fetch, num_items)
+        while True:
+            t = time.perf_counter()
+            ids, _ = self.index.search(query, fetch, **self._search_overrides)
+            spent += time.perf_counter() - t
+            rows = self._catalog.rows(ids.tolist())
+            if len(rows) != len(ids):
+                raise RuntimeError(f"the index returned ids not in {ITEMS_FILE}")
+            if fetch >= num_items:
+                return rows, spent
+            if in_category is None and len(rows) >= wanted + len(excluded_rows):
+                return rows, spent  # whatever the exclusions remove, C remain
+            eligible = ~np.isin(rows, excluded_rows)
+            if in_category is not None:
+                eligible &= self._catalog.category_code[rows] == code
+            if int(eligible.sum()) >= wanted:
+                return rows, spent
+            fetch = min(num_items, 2 * fetch)
+
+    def _rescore(
+        self,
+        query: np.ndarray,
+        rows: np.ndarray,
+        excluded_rows: np.ndarray,
+        category: str | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Eligible candidate rows and exact logits ``q·v``, best first (ties: catalog order)."""
+        if len(rows) and len(excluded_rows):
+            rows = rows[~np.isin(rows, excluded_rows)]
+        if category is not None and len(rows):
+            code = self._catalog.category_names.index(category)
+            rows = rows[self._catalog.category_code[rows] == code]
+        rows = np.sort(rows)  # ascending rows: a sequential read of the embeddings
+        logits = np.asarray(self.embeddings[rows] @ query, dtype=np.float32)
+        order = np.lexsort((rows, -logits))
+        return rows[order], logits[order]
+
+    def similar_items(self, item_id: str, k: int) -> tuple[SimilarItem, ...]:
+        """The ``k`` videos nearest to ``item_id`` by candidate-embedding dot product."""
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self.options.max_k:
+            raise ValueError(f"k must be an integer in 1..{self.options.max_k}, got {k!r}")
+        row = self._catalog.row_of.get(item_id)
+        if row is None:
+            raise UnknownItemError(
+                f"item_id {item_id!r} is not in the catalog of model {self.name}/{self.version}"
+            )
+        vector = np.asarray(self.embeddings[row], dtype=np.float32)
+        fetch = min(self.num_items, k + 1)
+        ids, _ = self.index.search(vector, fetch, **self._search_overrides)
+        rows = self._catalog.rows(ids.tolist())
+        rows, scores = self._rescore(vector, rows[rows != row], np.empty(0, np.int64), None)
+        rows, scores = rows[:k], scores[:k]
+        ids_out, titles, categories = self._catalog.describe(rows)
+        return tuple(
+            SimilarItem(i, t, c, float(s))
+            for i, t, c, s in zip(ids_out, titles, categories, scores, strict=True)
+        )
+
+    def info(self) -> ModelInfo:
+        """The served model's identity and shape."""
+        return ModelInfo(
+            model_name=self.name,
+            model_version=self.version,
+            created_at=self.manifest.created_at,
+            loaded_at=self.loaded_at,
+            embedding_dim=int(self.embeddings.shape[1]),
+            num_items=self.num_items,
+            num_profiles=0 if self.profiles is None else len(self.profiles),
+            temperature=self.temperature,
+            index_kind=self.index.kind,
+            index_config=self.index.config.to_dict(),
+            data_fingerprint=str(self.manifest.data.get("fingerprint", "")),
+            metrics=dict(self.manifest.metrics),
+            artifact_path=str(self.path),
+        )
+
+
+def _read_manifest_only(path: Path) -> Manifest:
+    from recsys.artifacts import read_manifest
+
+    return read_manifest(path)
+
+
+class _QueryTower:
+    """The ``serve_ids`` signature as a numpy function: features ``[B, ...]`` to ``[B, d]``."""
+
+    def __init__(self, loaded: Any, signature: Any, dtypes: dict[str, Any]) -> None:
+        self._loaded = loaded  # owns the variables: must live as long as the signature
+        self._signature = signature
+        self._dtypes = dtypes
+
+    def __call__(self, features: dict[str, np.ndarray]) -> np.ndarray:
+        import tensorflow as tf
+
+        tensors = {
+            name: tf.constant(np.asarray(value, dtype=self._dtypes[name]))
+            for name, value in features.items()
+        }
+        out = self._signature(**tensors)["query_embedding"].numpy()
+        return np.asarray(out, dtype=np.float32)
+
+
+def _load_query_tower(tf: Any, path: Path) -> _QueryTower:
+    """Load the query SavedModel and check its ``serve_ids`` signature takes our features."""
+    try:
+        loaded = tf.saved_model.load(str(path))
+        signature = loaded.signatures[QUERY_IDS_SIGNATURE]
+    except (OSError, KeyError, ValueError, tf.errors.OpError) as exc:
+        raise ModelLoadError(
+            f"{path}: cannot load the query model's {QUERY_IDS_SIGNATURE} signature ({exc})"
+        ) from exc
+    _, inputs = signature.structured_input_signature
+    if set(inputs) != set(F.QUERY_FEATURES):
+        raise ModelLoadError(
+            f"{path}: signature {QUERY_IDS_SIGNATURE} takes {sorted(inputs)}, this server "
+            f"sends {sorted(F.QUERY_FEATURES)}"
+        )
+    return _QueryTower(loaded, signature, {n: inputs[n].dtype.as_numpy_dtype for n in inputs})
