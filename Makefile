@@ -44,6 +44,8 @@ demo: install
 	$(BIN)/recsys data oracle --data $(DEMO_DIR) --split time
 	$(BIN)/recsys train --data $(DEMO_DIR) --artifacts $(ARTIFACTS) --name demo \
 		--config training/configs/demo.toml
+	$(BIN)/recsys evaluate --artifact $(ARTIFACTS)/demo --data $(DEMO_DIR) \
+		--out $(ARTIFACTS)/demo/evaluation
 	@port_file=$$(mktemp); \
 	$(BIN)/recsys serve --artifacts $(ARTIFACTS) --name demo --port 0 \
 		--port-file $$port_file & server=$$!; \

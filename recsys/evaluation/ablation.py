@@ -1,0 +1,214 @@
+"""Feature and depth ablations of the YouTube paper's Figure 6, trained with the real job.
+
+The feature ladder adds query inputs one group at a time (watches only; + searches;
++ example age; + demographics; + recency, where the base config uses it) at the base
+model's depth; the depth sweep trains every query input at depths 0..3 (0: one linear
+layer; then 256, 512-256, 1024-512-256 ReLU layers before the embedding layer, as in the
+paper). Each variant is trained by :func:`recsys_training.job.train` on the same data and
+split for a small epoch budget and scored on the same evaluation queries as the main model.
+The "+ searches" and "+ example age" variants differ only in the example-age input, so
+their predicted watch share by video age is the paper's Figure 4.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recsys import features as F
+from recsys.config import Config, ModelConfig
+from recsys.evaluation import metrics as M
+from recsys.evaluation.evaluate import ArtifactModel, model_features, predicted_age_share
+from recsys.examples import LABEL_TIME
+from recsys.splits import Split
+from recsys.vocab import Vocabularies
+
+log = logging.getLogger(__name__)
+
+# (label, the toggles switched on so far); each step adds one group of query inputs.
+FEATURE_LADDER: tuple[tuple[str, dict[str, bool]], ...] = (
+    (
+        "watches only",
+        {
+            "use_searches": False,
+            "use_example_age": False,
+            "use_demographics": False,
+            "use_recency": False,
+        },
+    ),
+    ("+ searches", {"use_searches": True}),
+    ("+ example age", {"use_example_age": True}),
+    ("+ demographics", {"use_demographics": True}),
+    ("+ recency (all features)", {"use_recency": True}),
+)
+DEPTH_WIDTHS: tuple[tuple[int, ...], ...] = ((), (256,), (512, 256), (1024, 512, 256))
+WITHOUT_EXAMPLE_AGE = "+ searches"
+WITH_EXAMPLE_AGE = "+ example age"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One ablation run: a label, its group ("features" or "depth") and its model config."""
+
+    label: str
+    group: str
+    model: ModelConfig
+    depth: int | None = None
+    inputs: tuple[str, ...] = field(default_factory=tuple)
+
+
+def _inputs(model: ModelConfig) -> tuple[str, ...]:
+    names = ["watches"]
+    for toggle, name in (
+        ("use_searches", "searches"),
+        ("use_example_age", "example age"),
+        ("use_demographics", "demographics"),
+        ("use_recency", "recency"),
+    ):
+        if getattr(model, toggle):
+            names.append(name)
+    return tuple(names)
+
+
+def depth_layers(depth: int, embedding_dim: int) -> tuple[int, ...]:
+    """Tower widths for ``depth`` hidden ReLU layers ending in the embedding layer."""
+    if not 0 <= depth < len(DEPTH_WIDTHS):
+        raise ValueError(f"depth must be in 0..{len(DEPTH_WIDTHS) - 1}, got {depth}")
+    return (*DEPTH_WIDTHS[depth], embedding_dim)
+
+
+def figure6_variants(base: ModelConfig) -> list[Variant]:
+    """The feature ladder at ``base``'s depth, then depths 0..3 with ``base``'s inputs.
+
+    A step whose input the base config does not use is skipped (its toggle stays off).
+    """
+    variants: list[Variant] = []
+    toggles: dict[str, bool] = {}
+    for label, change in FEATURE_LADDER:
+        toggles.update({k: v and bool(getattr(base, k)) for k, v in change.items()})
+        model = dataclasses.replace(base, **toggles)  # type: ignore[arg-type]
+        if variants and model == variants[-1].model:
+            continue
+        variants.append(Variant(label, "features", model, inputs=_inputs(model)))
+    dim = base.embedding_dim
+    for depth in range(len(DEPTH_WIDTHS)):
+        layers = depth_layers(depth, dim)
+        model = dataclasses.replace(base, query_layers=layers, candidate_layers=layers)
+        variants.append(
+            Variant(f"depth {depth}", "depth", model, depth=depth, inputs=_inputs(model))
+        )
+    return variants
+
+
+def _slug(label: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in label).strip("-").replace("--", "-")
+
+
+def run_ablation(
+    data: Path,
+    split: Split,
+    base: Config,
+    queries: Mapping[str, np.ndarray],
+    examples_vocab: Vocabularies,
+    upload_time: np.ndarray,
+    ks: Sequence[int],
+    out: Path,
+    work_dir: Path,
+    epochs: int = 2,
+    variants: Sequence[str] | None = None,
+    batch_size: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train and score the Figure 6 variants; returns a JSON-ready dict.
+
+    ``queries``: the evaluation examples (``[n, ...]`` columns) every variant is scored on;
+    ``variants``: labels to run (default: all); ``batch_size`` overrides the training batch.
+    The result has ``rows`` (one per variant: inputs, layers, metrics, training seconds) and
+    ``example_age_predicted`` (Figure 4 curves of the two example-age variants, when run).
+    """
+    from recsys_training.job import train
+
+    if epochs <= 0:
+        raise ValueError(f"ablation epochs must be positive, got {epochs}")
+    ks = tuple(int(k) for k in ks)
+    planned = figure6_variants(base.model)
+    if variants is not None:
+        known = {v.label for v in planned}
+        unknown = sorted(set(variants) - known)
+        if unknown:
+            raise ValueError(f"unknown ablation variant(s) {unknown}; choose from {sorted(known)}")
+        planned = [v for v in planned if v.label in set(variants)]
+    train_cfg = dataclasses.replace(
+        base.train, epochs=epochs, batch_size=batch_size or base.train.batch_size
+    )
+    labels = np.asarray(queries[F.ITEM_INDEX], dtype=np.int64)
+    times = np.asarray(queries[LABEL_TIME], dtype=np.int64)
+    rows: list[dict[str, Any]] = []
+    curves: dict[str, dict[str, Any]] = {}
+    done: dict[ModelConfig, dict[str, Any]] = {}
+    for i, variant in enumerate(planned):
+        log.info("ablation %d/%d: %s (%s)", i + 1, len(planned), variant.label, variant.inputs)
+        row: dict[str, Any] = {
+            "label": variant.label,
+            "group": variant.group,
+            "depth": variant.depth,
+            "inputs": list(variant.inputs),
+            "query_layers": list(variant.model.query_layers),
+            "candidate_layers": list(variant.model.candidate_layers),
+            "epochs": epochs,
+        }
+        if variant.model in done:  # the same config as an earlier variant: same run
+            rows.append({**row, **{k: done[variant.model][k] for k in ("metrics", "seconds")}})
+            rows[-1]["same_run_as"] = done[variant.model]["label"]
+            continue
+        config = dataclasses.replace(base, model=variant.model, train=train_cfg)
+        started = time.perf_counter()
+        result = train(
+            data,
+            out / "artifacts",
+            name=_slug(variant.label),
+            config=config,
+            split=split,
+            epochs=epochs,
+            work_dir=work_dir,
+            max_eval_queries=500,
+            build_index=False,
+            progress=progress,
+        )
+        seconds = time.perf_counter() - started
+        if result.version_dir is None:  # pragma: no cover - only non-chief workers
+            raise RuntimeError("ablation must run on the chief worker")
+        model = ArtifactModel(result.version_dir)
+        q_emb = model.query_embeddings(model_features(queries, examples_vocab, model))
+        ranked = model.rank_exact(q_emb, max(ks))
+        per_query = M.per_query_metrics(ranked, labels, ks)
+        summary = {
+            name: {str(k): float(per_query[f"{name}@{k}"].mean()) for k in ks}
+            for name in ("recall", "map", "ndcg")
+        }
+        summary["mrr"] = float(per_query["mrr"].mean())  # type: ignore[assignment]
+        row.update(metrics=summary, seconds=seconds, artifact=str(result.version_dir))
+        rows.append(row)
+        done[variant.model] = {"label": variant.label, "metrics": summary, "seconds": seconds}
+        if variant.label in (WITHOUT_EXAMPLE_AGE, WITH_EXAMPLE_AGE):
+            pred, unreleased = predicted_age_share(
+                q_emb, model.item_embeddings, model.temperature, times, upload_time
+            )
+            curves[f"ablation: {variant.label}"] = {
+                "predicted": pred,
+                "not_yet_uploaded": unreleased,
+                "uses_example_age": variant.model.use_example_age,
+            }
+    return {
+        "epochs": epochs,
+        "batch_size": train_cfg.batch_size,
+        "rows": rows,
+        "example_age_predicted": curves,
+    }
