@@ -21,14 +21,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from recsys import example_parts as P
 from recsys import features as F
 from recsys.catalog import UserTable, encode_texts
 from recsys.context import EventLog, encode_queries
-from recsys.dataset import DatasetError, embeddings_from_arrow, iter_event_batches, read_meta
+from recsys.dataset import DatasetError, embeddings_from_arrow, read_meta
 from recsys.features import FeatureConfig, tokenize
 from recsys.logs import ProgressFn
 from recsys.schema import EVENT_SEARCH, EVENT_WATCH
-from recsys.splits import Split, holdout_mask
+from recsys.splits import Split
 from recsys.vocab import Vocabularies, Vocabulary
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,9 @@ EXAMPLES_META = "examples.json"
 VOCAB_FILE = "vocabularies.json"
 EXAMPLES_FORMAT = 1
 ROWS_PER_SHARD = 262_144
-EVENT_COLUMNS = ["user_id", "timestamp", "type", "item_id", "query"]
+# Examples encoded at a time (bounds the memory of context windows).
+EXAMPLE_CHUNK = 65_536
+EVENT_COLUMNS = P.EVENT_COLUMNS
 # Columns of an example shard besides the query features.
 LABEL_TIME = "timestamp"
 
@@ -68,77 +71,46 @@ class ExampleSet:
         return cls(**raw)
 
 
-def _partition_of(user_ids: pd.Series | np.ndarray, partitions: int) -> np.ndarray:
-    hashed = pd.util.hash_array(np.asarray(user_ids, dtype=object))
-    return (hashed % np.uint64(partitions)).astype(np.int64)
-
-
-def _write_partitions(
-    data_dir: Path, work: Path, partitions: int, progress: ProgressFn | None
-) -> list[Path]:
-    """Stream the event log into per-partition Parquet files (users hashed to partitions)."""
-    total = read_meta(data_dir).counts.get("events", 0)
-    writers: dict[int, pq.ParquetWriter] = {}
-    paths = [work / f"events-part-{p:04d}.parquet" for p in range(partitions)]
-    done = 0
-    for batch in iter_event_batches(data_dir, columns=EVENT_COLUMNS):
-        part = _partition_of(batch.column("user_id").to_numpy(zero_copy_only=False), partitions)
-        tbl = pa.Table.from_batches([batch])
-        for p in np.unique(part):
-            if p not in writers:
-                writers[int(p)] = pq.ParquetWriter(paths[p], tbl.schema)
-            writers[int(p)].write_table(tbl.filter(pa.array(part == p)))
-        done += batch.num_rows
-        if progress:
-            progress(done, total)
-    for w in writers.values():
-        w.close()
-    return [p for p in paths if p.exists()]
-
-
-def _load_events(path: Path) -> pd.DataFrame:
-    """A partition's events sorted by user then time (ties keep file order)."""
-    frame = pq.read_table(path, columns=EVENT_COLUMNS).to_pandas()
-    frame["_row"] = np.arange(len(frame))
-    return frame.sort_values(["user_id", "timestamp", "_row"], kind="stable").reset_index(drop=True)
-
-
-def _training_mask(events: pd.DataFrame, split: Split, cutoff: int | None) -> np.ndarray:
-    """Events usable for training and vocabularies: before the cut-off, never held out."""
-    held = holdout_mask(events, Split(split.name, cutoff=cutoff, eval_fraction=split.eval_fraction))
-    if split.name == "time":
-        assert cutoff is not None
-        return (events["timestamp"].to_numpy() < cutoff) & ~held
-    return ~held
-
-
 def build_vocabularies(
-    parts: list[Path], users: pd.DataFrame, items: pd.DataFrame, split: Split, cutoff: int | None
+    parts: list[Path],
+    users: pd.DataFrame,
+    items: pd.DataFrame,
+    split: Split,
+    cutoff: int | None,
+    user_rank: np.ndarray,
 ) -> Vocabularies:
     """Vocabularies from the training part of the event log only (no evaluation-only ids)."""
-    item_counts: Counter[str] = Counter()
+    item_counts = np.zeros(len(items), dtype=np.int64)
     token_counts: Counter[str] = Counter()
-    active: set[str] = set()
+    active = np.zeros(len(users), dtype=bool)
     for path in parts:
-        ev = _load_events(path)
-        train = ev[_training_mask(ev, split, cutoff)]
-        watches = train[train["type"] == EVENT_WATCH]
-        item_counts.update({str(k): int(v) for k, v in watches["item_id"].value_counts().items()})
-        for q in train.loc[train["type"] == EVENT_SEARCH, "query"]:
-            token_counts.update(tokenize(q))
-        active.update(train["user_id"].unique().tolist())
-    seen_items = items[items["item_id"].isin(list(item_counts))]
+        ev = P.load_events(path, user_rank)
+        train = P.training_mask(ev, P.holdout(ev, split, cutoff), split, cutoff)
+        watched = ev.item_row[train & ev.is_watch]
+        item_counts += np.bincount(watched, minlength=len(items))
+        codes, tokens = P.distinct_queries(ev.queries)
+        uses = np.bincount(codes[train[ev.is_search]], minlength=len(tokens))
+        for i in np.flatnonzero(uses):
+            for tok in tokens[i]:
+                token_counts[tok] += int(uses[i])
+        active[ev.user_row[train]] = True
+    seen = np.flatnonzero(item_counts)
+    seen_items = items.iloc[seen]
     for title in seen_items["title"]:
         token_counts.update(tokenize(title) if isinstance(title, str) else [])
-    seen_users = users[users["user_id"].isin(list(active))]
+    seen_users = users[active]
     region = seen_users["region"] if "region" in seen_users.columns else pd.Series(dtype=object)
+    # Items by decreasing count, ties by id.
+    ids = seen_items["item_id"].astype(str).to_numpy(dtype=object)
+    by_id = np.argsort(ids, kind="stable")
+    order = by_id[np.argsort(-item_counts[seen][by_id], kind="stable")]
 
     def from_counts(name: str, counts: Counter[str]) -> Vocabulary:
         order = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
         return Vocabulary(name, [k for k, _ in order])
 
     return Vocabularies(
-        items=from_counts("items", item_counts),
+        items=Vocabulary("items", ids[order].tolist()),
         tokens=from_counts("tokens", token_counts),
         countries=Vocabulary.build("countries", seen_users["country"]),
         regions=Vocabulary.build("regions", region),
@@ -182,54 +154,85 @@ def _ranges_before(
     return start, end
 
 
+def _encoded_log(ev: P.Events, item_vocab: np.ndarray, vocabs: Vocabularies) -> EventLog:
+    """The partition's event log with vocabulary ids (unknown videos left out of contexts)."""
+    watch_ids = item_vocab[ev.item_row[ev.is_watch]]
+    known = watch_ids > F.OOV
+    codes, tokens = P.distinct_queries(ev.queries)
+    lengths = np.fromiter((len(t) for t in tokens), dtype=np.int64, count=len(tokens))
+    offsets = np.zeros(len(tokens) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    flat = [tok for toks in tokens for tok in toks]
+    ids = vocabs.tokens.lookup(flat) if flat else np.zeros(0, dtype=np.int32)
+    search_tokens, search_offsets = P.gather_ragged(ids, offsets, codes)
+    return EventLog(
+        watch_items=watch_ids[known],
+        watch_time=ev.timestamp[ev.is_watch][known],
+        search_time=ev.timestamp[ev.is_search],
+        search_offsets=search_offsets,
+        search_tokens=search_tokens,
+    )
+
+
 def _examples_for_partition(
-    events: pd.DataFrame,
+    ev: P.Events,
     vocabs: Vocabularies,
-    user_rows: pd.Series,
+    item_vocab: np.ndarray,
     users: UserTable,
-    item_rows: pd.Series,
     split: Split,
     cutoff: int | None,
     train_end: int,
     config: FeatureConfig,
     rng: np.random.Generator,
-) -> tuple[pa.Table, pa.Table]:
-    """Train and eval examples of one partition's (user-sorted) events."""
-    log_, ctx_watches, searches = event_log(events, vocabs)
-    codes = pd.Categorical(events["user_id"]).codes.astype(np.int64)
-    code_of = pd.Series(codes, index=events.index)
-    held = holdout_mask(events, Split(split.name, cutoff=cutoff, eval_fraction=split.eval_fraction))
-    train = _training_mask(events, split, cutoff)
-    is_watch = (events["type"] == EVENT_WATCH).to_numpy()
-    out = []
-    for kind, mask in (("train", is_watch & train), ("eval", is_watch & held)):
-        labels = events[mask]
-        if kind == "train" and config.max_examples_per_user is not None and len(labels):
-            # Cap each user's examples so heavy users don't dominate: a seeded random subset.
-            order = rng.permutation(len(labels))
-            shuffled = labels.iloc[order]
-            rank = shuffled.groupby("user_id", sort=False).cumcount().to_numpy()
-            labels = shuffled[rank < config.max_examples_per_user].sort_index()
-        lab_codes = code_of[labels.index].to_numpy()
-        lab_time = labels["timestamp"].to_numpy(np.int64)
-        w_range = _ranges_before(
-            lab_codes, lab_time, code_of[ctx_watches.index].to_numpy(), log_.watch_time
-        )
-        s_range = _ranges_before(
-            lab_codes, lab_time, code_of[searches.index].to_numpy(), log_.search_time
-        )
-        urows = user_rows.loc[labels["user_id"]].to_numpy()
-        demo = users.features(urows)
+    writers: tuple[_ShardWriter, _ShardWriter],
+) -> None:
+    """Write the train and eval examples of one partition's (user-sorted) events.
+
+    Train rows are shuffled (seeded), eval rows sorted by label time; both are encoded and
+    written EXAMPLE_CHUNK rows at a time so memory does not grow with the partition.
+    """
+    log_ = _encoded_log(ev, item_vocab, vocabs)
+    is_watch = ev.is_watch
+    in_context = is_watch.copy()
+    in_context[is_watch] = item_vocab[ev.item_row[is_watch]] > F.OOV
+    ctx_users = ev.user[in_context]
+    search_users = ev.user[ev.is_search]
+    held = P.holdout(ev, split, cutoff)
+    train = P.training_mask(ev, held, split, cutoff)
+    for kind, mask, writer in (
+        ("train", is_watch & train, writers[0]),
+        ("eval", is_watch & held, writers[1]),
+    ):
+        labels = np.flatnonzero(mask)
         if kind == "train":
-            age = (train_end - lab_time) / F.SECONDS_PER_DAY
+            if config.max_examples_per_user is not None and len(labels):
+                # Cap each user's examples so heavy users don't dominate: a seeded subset.
+                labels = labels[P.cap_per_user(ev.user[labels], config.max_examples_per_user, rng)]
+            # Shuffle training rows within the partition so shards are not grouped by user.
+            labels = labels[rng.permutation(len(labels))]
         else:
-            age = np.zeros(len(labels))  # evaluated as a serving request: example age 0
-        feats = encode_queries(log_, w_range, s_range, demo, age, lab_time, config)
-        feats[F.ITEM_INDEX] = item_rows.loc[labels["item_id"]].to_numpy().astype(np.int32)
-        feats[F.USER_INDEX] = urows.astype(np.int32)
-        feats[LABEL_TIME] = lab_time
-        out.append(_to_arrow(feats))
-    return out[0], out[1]
+            labels = labels[np.argsort(ev.timestamp[labels], kind="stable")]
+        for lo in range(0, len(labels), EXAMPLE_CHUNK):
+            # Encode the chunk in event order (cache-friendly gathers), then restore its order.
+            srt = np.argsort(labels[lo : lo + EXAMPLE_CHUNK])
+            chunk = labels[lo : lo + EXAMPLE_CHUNK][srt]
+            inv = np.empty_like(srt)
+            inv[srt] = np.arange(len(srt))
+            lab_users = ev.user[chunk]
+            lab_time = ev.timestamp[chunk]
+            w_range = _ranges_before(lab_users, lab_time, ctx_users, log_.watch_time)
+            s_range = _ranges_before(lab_users, lab_time, search_users, log_.search_time)
+            urows = ev.user_row[chunk].astype(np.int64)
+            demo = users.features(urows)
+            if kind == "train":
+                age = (train_end - lab_time) / F.SECONDS_PER_DAY
+            else:
+                age = np.zeros(len(chunk))  # evaluated as a serving request: example age 0
+            feats = encode_queries(log_, w_range, s_range, demo, age, lab_time, config)
+            feats[F.ITEM_INDEX] = ev.item_row[chunk].astype(np.int32)
+            feats[F.USER_INDEX] = urows.astype(np.int32)
+            feats[LABEL_TIME] = lab_time.astype(np.int64)
+            writer.write(_to_arrow({name: arr[inv] for name, arr in feats.items()}))
 
 
 def _to_arrow(feats: dict[str, np.ndarray]) -> pa.Table:
@@ -259,7 +262,8 @@ class _ShardWriter:
                 self.close()
                 name = f"{self.prefix}-{len(self.names):05d}.parquet"
                 self.names.append(name)
-                self._writer = pq.ParquetWriter(self.out / name, tbl.schema)
+                # Uncompressed (still dictionary-encoded): cheaper to write and to read back.
+                self._writer = pq.ParquetWriter(self.out / name, tbl.schema, compression="none")
                 self._in_shard = 0
             take = min(ROWS_PER_SHARD - self._in_shard, tbl.num_rows - start)
             self._writer.write_table(tbl.slice(start, take), row_group_size=16_384)
@@ -312,23 +316,28 @@ def build_examples(
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir(parents=True)
     try:
-        parts = _write_partitions(data_dir, tmp, partitions, None)
         users_df, items_df, _ = load_catalog(data_dir)
-        vocabs = build_vocabularies(parts, users_df, items_df, split, cutoff)
+        user_ids = pa.array(users_df["user_id"].astype(str).to_numpy(dtype=object), pa.string())
+        item_ids = pa.array(items_df["item_id"].astype(str).to_numpy(dtype=object), pa.string())
+        parts = P.write_partitions(data_dir, tmp, partitions, user_ids, item_ids)
+        # Events sort by user id string, as the rank of each user's id among all ids.
+        user_rank = np.empty(len(users_df), dtype=np.int64)
+        user_rank[np.argsort(user_ids.to_numpy(zero_copy_only=False), kind="stable")] = np.arange(
+            len(users_df)
+        )
+        vocabs = build_vocabularies(parts, users_df, items_df, split, cutoff, user_rank)
         vocabs.save(tmp / VOCAB_FILE)
         users = UserTable.build(users_df, vocabs)
-        user_rows = pd.Series(np.arange(len(users_df)), index=users_df["user_id"].to_numpy())
-        item_rows = pd.Series(np.arange(len(items_df)), index=items_df["item_id"].to_numpy())
+        item_vocab = vocabs.items.lookup(items_df["item_id"])
         rng = np.random.default_rng(seed)
         train_w, eval_w = _ShardWriter(tmp, "train"), _ShardWriter(tmp, "eval")
+        writers = (train_w, eval_w)
         for i, path in enumerate(parts):
-            events = _load_events(path)
-            train_tbl, eval_tbl = _examples_for_partition(
-                events, vocabs, user_rows, users, item_rows, split, cutoff, train_end, config, rng
+            events = P.load_events(path, user_rank)
+            _examples_for_partition(
+                events, vocabs, item_vocab, users, split, cutoff, train_end, config, rng, writers
             )
-            # Shuffle training rows within the partition so shards are not grouped by user.
-            train_w.write(train_tbl.take(pa.array(rng.permutation(train_tbl.num_rows))))
-            eval_w.write(eval_tbl.sort_by(LABEL_TIME))
+            del events
             path.unlink()
             if progress:
                 progress(i + 1, len(parts))
