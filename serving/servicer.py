@@ -344,3 +344,4 @@ def _json_default(value: object) -> object:
 
 def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
     context.abort(code, message)
+    raise AssertionError("grpc.ServicerContext.abort returned")  # it always raises
