@@ -53,16 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     vocabs = Vocabularies.load(examples_dir / VOCAB_FILE)
     _, items_df, content = load_catalog(args.data)
     items = ItemTable.build(items_df, content, vocabs, config.features)
-    sizes = VocabSizes(
-        num_items=len(vocabs.items),
-        num_tokens=len(vocabs.tokens),
-        num_countries=len(vocabs.countries),
-        num_regions=len(vocabs.regions),
-        num_genders=len(vocabs.genders),
-        num_channels=len(vocabs.channels),
-        num_categories=len(vocabs.categories),
-        content_dim=items.content_dim,
-    )
+    sizes = VocabSizes.of(vocabs, items.content_dim)
     batch = config.train.batch_size
     tf.keras.utils.set_random_seed(config.train.seed)
     model = TwoTowerModel(config.model, sizes)

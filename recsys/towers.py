@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from recsys import features as F
 from recsys.config import ModelConfig
+from recsys.vocab import Vocabularies
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,20 @@ class VocabSizes:
     def to_dict(self) -> dict[str, int | None]:
         """A JSON-friendly dict, for manifests."""
         return asdict(self)
+
+    @classmethod
+    def of(cls, vocabs: Vocabularies, content_dim: int | None) -> VocabSizes:
+        """The sizes of a model's vocabularies (and its content width, or None)."""
+        return cls(
+            num_items=len(vocabs.items),
+            num_tokens=len(vocabs.tokens),
+            num_countries=len(vocabs.countries),
+            num_regions=len(vocabs.regions),
+            num_genders=len(vocabs.genders),
+            num_channels=len(vocabs.channels),
+            num_categories=len(vocabs.categories),
+            content_dim=content_dim,
+        )
 
 
 def _require(features: Features, name: str, tower: str) -> tf.Tensor:

@@ -120,16 +120,7 @@ def train(
     content_dim = items.content_dim if config.model.use_content_embedding else None
     if content_dim is None:
         items = _without_content(items)
-    sizes = VocabSizes(
-        num_items=len(vocabs.items),
-        num_tokens=len(vocabs.tokens),
-        num_countries=len(vocabs.countries),
-        num_regions=len(vocabs.regions),
-        num_genders=len(vocabs.genders),
-        num_channels=len(vocabs.channels),
-        num_categories=len(vocabs.categories),
-        content_dim=content_dim,
-    )
+    sizes = VocabSizes.of(vocabs, content_dim)
     reference_time = example_set.train_end
     global_batch = config.train.batch_size
     num_train = example_set.counts["train"]

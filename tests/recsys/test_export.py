@@ -62,16 +62,7 @@ CONTEXTS = [
 def towers() -> tuple[tf.keras.Model, tf.keras.Model]:
     tf.keras.utils.set_random_seed(3)
     v = vocabs()
-    sizes = VocabSizes(
-        num_items=len(v.items),
-        num_tokens=len(v.tokens),
-        num_countries=len(v.countries),
-        num_regions=len(v.regions),
-        num_genders=len(v.genders),
-        num_channels=len(v.channels),
-        num_categories=len(v.categories),
-        content_dim=3,
-    )
+    sizes = VocabSizes.of(v, content_dim=3)
     config = ModelConfig(query_layers=(16, 8), candidate_layers=(16, 8), item_embedding_dim=8)
     return build_towers(config, sizes)
 
