@@ -59,6 +59,9 @@ class ModelConfig:
     query_layers: tuple[int, ...] = (256, 128)
     candidate_layers: tuple[int, ...] = (256, 128)
     dropout: float = 0.0
+    # Share of training candidates whose video id is replaced by out-of-vocabulary, so the
+    # candidate tower learns to embed a video from its content alone (fresh uploads).
+    item_id_dropout: float = 0.0
     temperature: float = 0.05
     logq_correction: bool = True
     remove_accidental_hits: bool = True
@@ -97,6 +100,8 @@ class ModelConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if not 0.0 <= self.item_id_dropout < 1.0:
+            raise ValueError(f"model.item_id_dropout must be in [0, 1), got {self.item_id_dropout}")
         if not 0.0 < self.frequency_alpha <= 1.0:
             raise ValueError(f"model.frequency_alpha must be in (0, 1], got {self.frequency_alpha}")
         if self.num_uniform_negatives < 0:

@@ -275,7 +275,12 @@ class CandidateTower(tf.keras.Model):
     def call(self, features: Features, training: bool | None = None) -> tf.Tensor:
         """``features`` (dict of ``[B, ...]`` tensors) -> ``[B, embedding_dim]`` float32."""
         tower = "candidate tower"
-        parts = [self.item_embedding(_ids(features, F.ITEM, tower))]
+        item = _ids(features, F.ITEM, tower)
+        if training and self.config.item_id_dropout > 0:
+            # Videos unseen in training all share the OOV id; without this it is never trained.
+            drop = tf.random.uniform(tf.shape(item)) < self.config.item_id_dropout
+            item = tf.where(drop, tf.fill(tf.shape(item), F.OOV), item)
+        parts = [self.item_embedding(item)]
         if self.config.use_content:
             parts.append(self.channel_embedding(_ids(features, F.CHANNEL, tower)))
             parts.append(self.category_embedding(_ids(features, F.CATEGORY, tower)))

@@ -219,3 +219,21 @@ def test_vocab_sizes_are_validated() -> None:
     with pytest.raises(ValueError, match="content_dim must be positive"):
         dataclasses.replace(SIZES, content_dim=0)
     assert SIZES.to_dict()["content_dim"] == 3
+
+
+def test_item_id_dropout_trains_the_out_of_vocabulary_path() -> None:
+    tf.keras.utils.set_random_seed(5)
+    tower = CandidateTower(_small(item_id_dropout=0.9), SIZES)
+    batch = _batch()
+    oov = {**batch, F.ITEM: np.full_like(batch[F.ITEM], F.OOV)}
+    by_id = tower(batch, training=False).numpy()
+    by_oov = tower(oov, training=False).numpy()
+    assert not np.allclose(by_id, by_oov, atol=1e-4)  # the id matters at inference
+    dropped = tower(batch, training=True).numpy()
+    # each row is either its own id's embedding or the OOV one; at p=0.9 most are OOV
+    is_oov = np.isclose(dropped, by_oov, atol=1e-5).all(axis=1)
+    is_id = np.isclose(dropped, by_id, atol=1e-5).all(axis=1)
+    assert (is_oov | is_id).all()
+    assert is_oov.sum() >= 2
+    with pytest.raises(ValueError, match="item_id_dropout"):
+        _small(item_id_dropout=1.0)
