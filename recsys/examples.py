@@ -390,9 +390,16 @@ def read_examples(
     if limit is not None and tbl.num_rows > limit:
         keep = np.sort(np.random.default_rng(seed).choice(tbl.num_rows, limit, replace=False))
         tbl = tbl.take(pa.array(keep))
+    return table_to_numpy(tbl)
+
+
+def table_to_numpy(tbl: pa.Table | pa.RecordBatch) -> dict[str, np.ndarray]:
+    """Columns as arrays; fixed-size list columns (windows) as ``[n, width]`` matrices."""
     out: dict[str, np.ndarray] = {}
-    for name in tbl.column_names:
-        col = tbl.column(name).combine_chunks()
+    for name in tbl.schema.names:
+        col = tbl.column(name)
+        if isinstance(col, pa.ChunkedArray):
+            col = col.combine_chunks()
         if pa.types.is_fixed_size_list(col.type):
             out[name] = col.flatten().to_numpy().reshape(-1, col.type.list_size)
         else:

@@ -158,7 +158,7 @@ class RawQueryModel(tf.Module):
         cap = tf.constant(F.MAX_GAP_MINUTES, tf.float32)
         return {
             F.HISTORY: history_ids,
-            F.SEARCH_TOKENS: self._search_ids_all(recent),
+            F.SEARCH_TOKENS: self._search_ids(recent, self.max_searches, self.max_search_tokens),
             F.COUNTRY: tf.cast(_ids(self.countries, country), tf.int32),
             F.REGION: tf.cast(_ids(self.regions, region), tf.int32),
             F.GENDER: tf.cast(_ids(self.genders, gender), tf.int32),
@@ -169,9 +169,6 @@ class RawQueryModel(tf.Module):
             F.SINCE_LAST_WATCH: tf.clip_by_value(since_last_watch, 0.0, cap),
             F.SINCE_LAST_SEARCH: tf.clip_by_value(since_last_search, 0.0, cap),
         }
-
-    def _search_ids_all(self, recent: Any) -> Any:
-        return self._search_ids(recent, self.max_searches, self.max_search_tokens)
 
     @tf.function(
         input_signature=[

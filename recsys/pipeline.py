@@ -12,31 +12,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from recsys import features as F
 from recsys.catalog import ItemTable
-from recsys.examples import LABEL_TIME, ExampleSet
+from recsys.examples import LABEL_TIME, ExampleSet, table_to_numpy
 
 if TYPE_CHECKING:
     import tensorflow as tf
 
 Kind = Literal["train", "eval"]
-
-
-def _table_to_numpy(tbl: pa.Table | pa.RecordBatch) -> dict[str, np.ndarray]:
-    out = {}
-    for name in tbl.schema.names:
-        col = tbl.column(name)
-        if isinstance(col, pa.ChunkedArray):
-            col = col.combine_chunks()
-        if pa.types.is_fixed_size_list(col.type):
-            width = col.type.list_size
-            out[name] = col.flatten().to_numpy().reshape(-1, width)
-        else:
-            out[name] = col.to_numpy()
-    return out
 
 
 def example_batches(
@@ -98,7 +83,7 @@ def example_batches(
     for name in shards:
         pf = pq.ParquetFile(example_dir / name)
         for group in range(pf.num_row_groups):
-            rows = _table_to_numpy(pf.read_row_group(group))
+            rows = table_to_numpy(pf.read_row_group(group))
             if num_shards > 1:
                 rows = {k: v[shard_index::num_shards] for k, v in rows.items()}
             pending.append(rows)
