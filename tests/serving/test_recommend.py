@@ -252,40 +252,6 @@ def test_a_corrupt_version_is_refused(trained_artifact: Path, tmp_path: Path) ->
         Recommender.load(copy)
 
 
-def test_serving_vocabularies_give_the_ids_of_the_training_ones(model: Recommender) -> None:
-    import pandas as pd
-
-    from recsys.recommend import ServingVocabulary
-    from recsys.vocab import Vocabularies, Vocabulary
-
-    values = ["a", "b", "café", "x y"]
-    base, fast = Vocabulary("t", values), ServingVocabulary("t", values)
-    inputs = [
-        ["a", None, "", "unknown", "café", float("nan"), np.str_("b"), np.float32("nan")],
-        pd.Series(["a", None, "b", "q"], dtype="str"),
-        pd.Series(["a", None, "b"], dtype=object),
-        np.array(["a", "x y", ""]),
-        [],
-        [5, "5"],
-    ]
-    for values_in in inputs:
-        expected = base.lookup(values_in)
-        got = fast.lookup(values_in)
-        assert got.dtype == expected.dtype == np.int32
-        np.testing.assert_array_equal(got, expected)
-    # and whole request contexts encode identically with the artifact's vocabularies
-    assert model.profiles is not None
-    training = Vocabularies.load(model.path / "vocabularies.json")
-    for row in range(0, 300, 37):
-        ctx = model.profiles.context(model.profiles.user_id_at(row), REQUEST_TIME)
-        assert ctx is not None
-        ctx.country, ctx.gender = ctx.country or "ZZ", None
-        want = encode_request(ctx, training, model.config.features)
-        got_features = encode_request(ctx, model.vocabs, model.config.features)
-        for name, value in want.items():
-            np.testing.assert_array_equal(got_features[name], value, err_msg=name)
-
-
 def test_the_artifact_layout_names_agree_with_the_exporter() -> None:
     import recsys.recommend as served
     import recsys_training.export as exported

@@ -1,0 +1,44 @@
+"""A serving request's demographics equal what the training path (UserTable) encodes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from recsys.catalog import UserTable
+from recsys.context import RequestContext, request_demographics
+from recsys.vocab import Vocabularies, Vocabulary
+
+
+def _vocabs() -> Vocabularies:
+    return Vocabularies(
+        items=Vocabulary("items", ["v1"]),
+        tokens=Vocabulary("tokens", ["cat"]),
+        countries=Vocabulary("countries", ["US", "BR"]),
+        regions=Vocabulary("regions", ["US-CA"]),
+        genders=Vocabulary("genders", ["f", "m"]),
+        channels=Vocabulary("channels", ["c"]),
+        categories=Vocabulary("categories", ["music"]),
+    )
+
+
+def test_request_demographics_equal_the_user_table_row() -> None:
+    vocabs = _vocabs()
+    cases = [
+        ("US", "US-CA", 34, "f"),
+        ("BR", None, None, "m"),
+        ("ZZ", "nowhere", 0, "x"),  # unknown values: OOV ids; age 0 is a known age
+        (None, None, None, None),
+        ("", "", 120, ""),
+    ]
+    frame = pd.DataFrame(cases, columns=["country", "region", "age", "gender"])
+    frame.insert(0, "user_id", [f"u{i}" for i in range(len(cases))])
+    table = UserTable.build(frame, vocabs)
+    for row, (country, region, age, gender) in enumerate(cases):
+        ctx = RequestContext(country=country, region=region, age=age, gender=gender)
+        got = request_demographics(ctx, vocabs)
+        want = table.features(np.array([row]))
+        assert set(got) == set(want)
+        for name, value in want.items():
+            assert got[name].dtype == value.dtype, name
+            np.testing.assert_array_equal(got[name], value, err_msg=f"case {row}: {name}")
