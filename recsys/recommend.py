@@ -301,6 +301,11 @@ class _Catalog:
         found = [r for r in (get(i) for i in ids) if r is not None]
         return np.asarray(found, dtype=np.int64)
 
+    def rows_or_missing(self, ids: np.ndarray) -> np.ndarray:
+        """Row of every id in ``ids`` (-1 for ids not in the catalog): int64 [len(ids)]."""
+        get = self.row_of.get
+        return np.fromiter((get(i, -1) for i in ids.tolist()), dtype=np.int64, count=len(ids))
+
     def describe(self, rows: np.ndarray) -> tuple[list[str], list[str], list[str]]:
         """Ids, titles and categories of ``rows`` ("" for a missing title or category)."""
         names = self.category_names
@@ -374,6 +379,9 @@ class Recommender:
         self.options = options
         self.temperature = float(config.model.temperature)
         self._catalog = catalog
+        # Index positions -> catalog rows, once: results then map with one gather, not a
+        # dict probe per id (the served index is never mutated, see Index.row_ids).
+        self._catalog_row_at = catalog.rows_or_missing(index.row_ids)
         self._tower = QueryTowerBatcher(query_tower, options.max_batch)
         self._search_overrides: dict[str, int] = {}
         if isinstance(index, ScannIndex):
@@ -650,11 +658,8 @@ class Recommender:
         fetch = min(fetch, num_items)
         while True:
             t = time.perf_counter()
-            ids, _ = self.index.search(query, fetch, **self._search_overrides)
+            rows = self._index_search(query, fetch)
             spent += time.perf_counter() - t
-            rows = self._catalog.rows(ids.tolist())
-            if len(rows) != len(ids):
-                raise RuntimeError(f"the index returned ids not in {ITEMS_FILE}")
             if fetch >= num_items:
                 return rows, spent
             if in_category is None and len(rows) >= wanted + len(excluded_rows):
@@ -665,6 +670,14 @@ class Recommender:
             if int(eligible.sum()) >= wanted:
                 return rows, spent
             fetch = min(num_items, 2 * fetch)
+
+    def _index_search(self, query: np.ndarray, fetch: int) -> np.ndarray:
+        """Catalog rows of the index's top ``fetch`` for ``query: [d]``, best first."""
+        positions, _ = self.index.search_rows(query, fetch, **self._search_overrides)
+        rows = self._catalog_row_at[positions]
+        if len(rows) and rows.min() < 0:
+            raise RuntimeError(f"the index returned ids not in {ITEMS_FILE}")
+        return rows
 
     def _rescore(
         self,
@@ -695,8 +708,7 @@ class Recommender:
             )
         vector = np.asarray(self.embeddings[row], dtype=np.float32)
         fetch = min(self.num_items, k + 1)
-        ids, _ = self.index.search(vector, fetch, **self._search_overrides)
-        rows = self._catalog.rows(ids.tolist())
+        rows = self._index_search(vector, fetch)
         rows, scores = self._rescore(vector, rows[rows != row], np.empty(0, np.int64), None)
         rows, scores = rows[:k], scores[:k]
         ids_out, titles, categories = self._catalog.describe(rows)

@@ -200,10 +200,32 @@ class Index(abc.ABC):
 
     def search(self, query: np.ndarray, k: int) -> SearchResult:
         """Top-k for `query: [dim]`: ids and scores `[min(k, len)]`, best first."""
+        rows, scores = self.search_rows(query, k)
+        return SearchResult(self.row_ids[rows], scores)
+
+    @property
+    @abc.abstractmethod
+    def row_ids(self) -> np.ndarray:
+        """The id at every position `search_rows` may return: `[num_rows]` str.
+
+        Valid until the index is next changed (`add`, `remove`, `compact`): a reader that
+        maps positions to its own rows once (a server over a loaded index) must not mutate.
+        """
+
+    def search_rows(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """`search` as positions into `row_ids` (int64 `[min(k, len)]`) and scores.
+
+        Saves a string per result for callers that map results to their own arrays.
+        """
         query = check_query(query, self.dim)
         k = check_k(k)
         ids, scores = self.search_batch(query[None, :], k)
-        return SearchResult(ids[0], scores[0])
+        return self._positions(ids[0]), scores[0]
+
+    def _positions(self, ids: np.ndarray) -> np.ndarray:
+        """Positions of `ids` in `row_ids` (the slow generic path; subclasses avoid it)."""
+        position = {item_id: row for row, item_id in enumerate(self.row_ids.tolist())}
+        return np.array([position[i] for i in ids.tolist()], dtype=np.int64)
 
     @abc.abstractmethod
     def add(self, ids: IdsLike, embeddings: np.ndarray) -> None:

@@ -21,6 +21,7 @@ from recsys.index._validation import (
     check_ids,
     check_k,
     check_queries,
+    check_query,
     check_same_length,
     listed,
 )
@@ -156,6 +157,18 @@ class ExactIndex(Index):
     def ids(self) -> np.ndarray:
         """Item ids in row order: `[num_items]` str."""
         return self._ids
+
+    @property
+    def row_ids(self) -> np.ndarray:
+        """Item ids in row order (the positions `search_rows` returns)."""
+        return self._ids
+
+    def search_rows(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k rows for `query: [dim]`: int64 rows and float32 scores, best first."""
+        query = check_query(query, self._dim)
+        k = check_k(k)
+        rows, scores = exact_top_k(query[None, :], self._embeddings, k)
+        return rows[0].astype(np.int64), scores[0]
 
     @property
     def embeddings(self) -> np.ndarray:

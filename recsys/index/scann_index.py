@@ -39,7 +39,7 @@ from recsys.index._validation import (
     listed,
 )
 from recsys.index.base import IdsLike, Index, IndexConfig, IndexLoadError, SearchResult
-from recsys.index.exact import ExactIndex
+from recsys.index.exact import ExactIndex, exact_top_k
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +69,7 @@ class ScannIndex(Index):
         self._num_removed = 0
         self._row_of: dict[str, int] | None = None
         self._delta = ExactIndex(dim)
+        self._row_ids: np.ndarray | None = None  # main ids then delta ids; None: recompute
 
     @classmethod
     def build(cls, ids: IdsLike, embeddings: np.ndarray, config: IndexConfig | None = None) -> Self:
@@ -93,6 +94,7 @@ class ScannIndex(Index):
         self._removed = np.zeros(len(ids), dtype=bool)
         self._num_removed = 0
         self._row_of = None
+        self._row_ids = None
         self._searcher, self._num_leaves = (
             build_searcher(embeddings, self._config) if len(ids) else (None, None)
         )
@@ -127,6 +129,14 @@ class ScannIndex(Index):
             return True
         row = self._rows().get(item_id) if isinstance(item_id, str) else None
         return row is not None and not self._removed[row]
+
+    @property
+    def row_ids(self) -> np.ndarray:
+        """Ids at the positions `search_rows` returns: main rows, then the delta's rows."""
+        if self._row_ids is None:
+            delta = self._delta.row_ids
+            self._row_ids = np.concatenate([self._ids, delta]) if len(delta) else self._ids
+        return self._row_ids
 
     def _rows(self) -> dict[str, int]:
         # Built lazily: a million-entry dict costs ~100 MB and is only needed to mutate.
@@ -240,29 +250,28 @@ class ScannIndex(Index):
 
     def _merge_delta(
         self, queries: np.ndarray, k: int, rows: np.ndarray, scores: np.ndarray
-    ) -> SearchResult:
-        """Merge main results `[m, k_main]` with the delta's exact top-k by score."""
-        ids = self._ids[rows]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Merge main results `[m, k_main]` with the delta's exact top-k by score (positions)."""
         if len(self._delta) == 0:
-            return SearchResult(ids, scores)
-        delta_ids, delta_scores = self._delta.search_batch(queries, k)
-        all_ids = np.concatenate([ids, delta_ids], axis=1)
+            return rows, scores
+        delta_rows, delta_scores = exact_top_k(queries, self._delta.embeddings, k)
+        all_rows = np.concatenate([rows, delta_rows + len(self._ids)], axis=1)
         all_scores = np.concatenate([scores, delta_scores], axis=1)
         order = np.argsort(-all_scores, axis=1, kind="stable")[:, : min(k, len(self))]
-        return SearchResult(
-            np.take_along_axis(all_ids, order, axis=1),
+        return (
+            np.take_along_axis(all_rows, order, axis=1),
             np.take_along_axis(all_scores, order, axis=1),
         )
 
-    def search(
+    def search_rows(
         self,
         query: np.ndarray,
         k: int,
         *,
         leaves_to_search: int | None = None,
         reorder_k: int | None = None,
-    ) -> SearchResult:
-        """Top-k for `query: [dim]`: ids and exact scores `[min(k, len)]`, best first."""
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k for `query: [dim]` as positions into `row_ids` (int64) and exact scores."""
         query = check_query(query, self._dim)
         k = check_k(k)
         leaves, reorder = self._search_parameters(leaves_to_search, reorder_k)
@@ -274,9 +283,25 @@ class ScannIndex(Index):
         else:
             rows, scores = np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
         if len(self._delta) == 0:
-            return SearchResult(self._ids[rows], scores)
-        ids, merged_scores = self._merge_delta(query[None, :], k, rows[None, :], scores[None, :])
-        return SearchResult(ids[0], merged_scores[0])
+            return rows, scores
+        merged_rows, merged_scores = self._merge_delta(
+            query[None, :], k, rows[None, :], scores[None, :]
+        )
+        return merged_rows[0], merged_scores[0]
+
+    def search(
+        self,
+        query: np.ndarray,
+        k: int,
+        *,
+        leaves_to_search: int | None = None,
+        reorder_k: int | None = None,
+    ) -> SearchResult:
+        """Top-k for `query: [dim]`: ids and exact scores `[min(k, len)]`, best first."""
+        rows, scores = self.search_rows(
+            query, k, leaves_to_search=leaves_to_search, reorder_k=reorder_k
+        )
+        return SearchResult(self.row_ids[rows], scores)
 
     def search_batch(
         self,
@@ -292,7 +317,8 @@ class ScannIndex(Index):
         leaves, reorder = self._search_parameters(leaves_to_search, reorder_k)
         needed = min(k, len(self._ids) - self._num_removed)
         rows, scores = self._search_main_batch(queries, needed, leaves, reorder)
-        return self._merge_delta(queries, k, rows, scores)
+        rows, scores = self._merge_delta(queries, k, rows, scores)
+        return SearchResult(self.row_ids[rows], scores)
 
     def add(self, ids: IdsLike, embeddings: np.ndarray) -> None:
         """Insert `ids: [n]` with `embeddings: [n, dim]` into the delta; replaces existing ids."""
@@ -303,6 +329,7 @@ class ScannIndex(Index):
         replaced = [row_of[i] for i in id_list if i in row_of and not self._removed[row_of[i]]]
         self._tombstone(replaced)
         self._delta.add(id_list, array)
+        self._row_ids = None
         logger.debug("added %d items (%d replaced main rows)", len(id_list), len(replaced))
 
     def remove(self, ids: IdsLike) -> None:
@@ -314,6 +341,7 @@ class ScannIndex(Index):
         in_delta = [item_id for item_id in id_list if item_id in self._delta]
         if in_delta:
             self._delta.remove(in_delta)
+            self._row_ids = None
         delta_set = set(in_delta)
         row_of = self._rows()
         self._tombstone([row_of[i] for i in id_list if i not in delta_set])
@@ -405,6 +433,7 @@ class ScannIndex(Index):
         index._removed[removed_rows] = True
         index._num_removed = int(index._removed.sum())
         index._delta = _load_delta(directory, dim)
+        index._row_ids = None
         if len(index) != count:
             raise IndexLoadError(
                 manifest_path, f"count {count} but the files hold {len(index)} live items"

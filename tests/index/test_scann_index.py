@@ -342,3 +342,37 @@ def test_bad_inputs_name_the_argument(tree_index: ScannIndex, queries: np.ndarra
     with pytest.raises(ValueError, match=r"exact must be top-k ids of shape \[200, 10\]"):
         tune_scann(tree_index, queries, 10, 0.9, exact=np.empty((200, 9)))
     assert len(tree_index) == NUM_ITEMS  # refused calls change nothing
+
+
+def test_search_rows_are_positions_of_the_search_ids_through_changes(
+    small_index: ScannIndex, tmp_path: Path
+) -> None:
+    queries = mixture(5, seed=11)
+
+    def assert_rows_match(index: ScannIndex) -> None:
+        for query in queries:
+            rows, scores = index.search_rows(query, 50)
+            found = index.search(query, 50)
+            assert rows.dtype == np.int64
+            assert index.row_ids[rows].tolist() == found.ids.tolist()
+            np.testing.assert_array_equal(scores, found.scores)
+
+    assert_rows_match(small_index)
+    small_index.add(["fresh-1", "fresh-2"], queries[:2] + 0.01)  # delta rows follow main rows
+    assert_rows_match(small_index)
+    rows, _ = small_index.search_rows(queries[0], 1)
+    assert rows[0] >= 3000
+    assert small_index.row_ids[rows[0]] == "fresh-1"
+    small_index.remove(["fresh-1", small_index.search(queries[1], 3).ids[2]])
+    assert_rows_match(small_index)
+    small_index.save(tmp_path / "idx")
+    assert_rows_match(ScannIndex.load(tmp_path / "idx"))
+    small_index.compact()
+    assert_rows_match(small_index)
+
+
+def test_exact_search_rows_are_row_positions(exact: ExactIndex, queries: np.ndarray) -> None:
+    rows, scores = exact.search_rows(queries[0], 20)
+    found = exact.search(queries[0], 20)
+    assert exact.row_ids[rows].tolist() == found.ids.tolist()
+    np.testing.assert_array_equal(scores, found.scores)
