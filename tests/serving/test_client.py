@@ -106,7 +106,7 @@ def test_a_server_that_comes_up_during_the_retries_is_reached() -> None:
     starter = threading.Thread(target=start_later)
     starter.start()
     try:
-        with RecommenderClient(f"127.0.0.1:{port}", timeout=0.5, retries=8) as client:
+        with RecommenderClient(f"127.0.0.1:{port}", timeout=2.0, retries=8) as client:
             client.policy.initial_backoff_s = 0.05
             result = client.recommend(user_id="u1", k=3)
         assert [i.item_id for i in result.items] == ["v0000000", "v0000001", "v0000002"]
