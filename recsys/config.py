@@ -47,6 +47,12 @@ class ModelConfig:
     layers, then a linear last layer whose width is the embedding dimension (the two must
     agree). The ``use_*`` toggles drop groups of inputs for ablations. ``frequency_*`` set the
     streaming item-frequency estimate used for the logQ correction.
+
+    ``freshness`` keeps the embeddings' last coordinate for a learned function of a video's
+    upload age *at the query's time*: in training every (query, candidate) pair of the batch
+    gets the candidate's age at the start of that query's day, and candidates not yet
+    uploaded then are masked out, so in-batch negatives teach how watch odds fall with age
+    (the candidate's age at its own watch would carry no such signal).
     """
 
     item_embedding_dim: int = 64
@@ -75,6 +81,7 @@ class ModelConfig:
     use_recency: bool = True
     use_content: bool = True
     use_content_embedding: bool = True
+    freshness: bool = False
 
     def __post_init__(self) -> None:
         _check_positive(
@@ -97,6 +104,11 @@ class ModelConfig:
                 "model.query_layers and model.candidate_layers must end in the same width "
                 f"(the embedding dimension), got {self.query_layers[-1]} and "
                 f"{self.candidate_layers[-1]}"
+            )
+        if self.freshness and self.query_layers[-1] < 2:
+            raise ValueError(
+                "model.freshness keeps one embedding coordinate for upload age: the embedding "
+                f"dimension must be at least 2, got {self.query_layers[-1]}"
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")

@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 
 Features = Mapping[str, Any]
 
+SECONDS_PER_DAY = 86_400
+# What TFRS's Retrieval task puts in masked-out logits.
+_MIN_LOGIT = float(np.finfo(np.float32).min) / 100.0
+
 
 @contextlib.contextmanager
 def _float32_policy() -> Iterator[None]:
@@ -57,6 +61,13 @@ class TwoTowerModel(tfrs.models.Model):
     The train and test steps report ``loss`` (this step's mean over the global batch, as TFRS
     does) and ``mean_loss`` (the running mean over all examples since the metrics were last
     reset: the epoch in ``fit``, the whole set in ``evaluate``).
+
+    With ``config.freshness`` the logits are not one matrix product: each (query, candidate)
+    pair's freshness term uses the candidate's age at the start of the query's UTC day, and
+    candidates uploaded after it are masked out (see :meth:`_freshness_loss`, which applies
+    the Retrieval task's steps in the same order). Query times come from ``example_age`` and
+    ``reference_time`` (the end of the training window, Unix seconds), upload times from the
+    label's ``upload_age`` at its watch (and the corpus' ``upload_age`` at ``reference_time``).
     """
 
     def __init__(
@@ -65,10 +76,13 @@ class TwoTowerModel(tfrs.models.Model):
         sizes: VocabSizes,
         candidate_corpus: Features | None = None,
         name: str = "two_tower",
+        reference_time: int | None = None,
     ) -> None:
         super().__init__(name=name)
         self.config = config
         self.sizes = sizes
+        # Where the reference time falls within its UTC day (0 = midnight), to find day starts.
+        self._day_fraction = ((reference_time or 0) % SECONDS_PER_DAY) / SECONDS_PER_DAY
         towers = build_towers(config, sizes)
         self.query_tower: QueryTower = towers[0]
         self.candidate_tower: CandidateTower = towers[1]
@@ -83,12 +97,14 @@ class TwoTowerModel(tfrs.models.Model):
         # `remove_accidental_hits`, whose helper layer is built at call time under the global
         # policy and then fails on float16 labels against float32 logits.
         with _float32_policy():
+            self._softmax_loss = tf.keras.losses.CategoricalCrossentropy(
+                from_logits=True, reduction=tf.keras.losses.Reduction.NONE
+            )
+            self.mean_loss = tf.keras.metrics.Mean(name="mean_loss")
             self.task = tfrs.tasks.Retrieval(
-                loss=tf.keras.losses.CategoricalCrossentropy(
-                    from_logits=True, reduction=tf.keras.losses.Reduction.NONE
-                ),
+                loss=self._softmax_loss,
                 temperature=config.temperature,
-                loss_metrics=[tf.keras.metrics.Mean(name="mean_loss")],
+                loss_metrics=None if config.freshness else [self.mean_loss],
             )
         self._corpus: dict[str, tf.Tensor] = {}
         self._corpus_size = 0
@@ -108,8 +124,18 @@ class TwoTowerModel(tfrs.models.Model):
         :mod:`recsys.features`) and ``item_index [B]``, the label video's catalog row. When
         training, the frequency estimate is first updated with the batch's ``item_index``.
         """
-        query = self.query_tower(inputs, training=training)  # [B, d]
-        candidates = self.candidate_tower(inputs, training=training)  # [B, d]
+        fresh = self.config.freshness
+        # With freshness, the towers' main parts: the freshness coordinate is added per pair.
+        query_fn = self.query_tower.main if fresh else self.query_tower
+        candidate_fn = self.candidate_tower.main if fresh else self.candidate_tower
+        query = query_fn(inputs, training=training)  # [B, d]
+        candidates = candidate_fn(inputs, training=training)  # [B, d]
+        upload_day = None
+        if fresh:
+            # Upload times in days relative to the reference time: t - upload_age.
+            upload_day = -tf.cast(tf.reshape(inputs[F.EXAMPLE_AGE], [-1]), tf.float64) - tf.cast(
+                tf.reshape(inputs[F.UPLOAD_AGE], [-1]), tf.float64
+            )
         if F.ITEM_INDEX not in inputs:
             raise KeyError(f"the batch needs {F.ITEM_INDEX!r} (the label's catalog row)")
         item_index = tf.reshape(tf.cast(inputs[F.ITEM_INDEX], tf.int32), [-1])  # [B]
@@ -125,8 +151,11 @@ class TwoTowerModel(tfrs.models.Model):
         num_negatives = self.config.num_uniform_negatives
         if num_negatives > 0:
             sampled_ids, sampled_features = self._sample_corpus(num_negatives)
-            sampled = self.candidate_tower(sampled_features, training=training)  # [M, d]
+            sampled = candidate_fn(sampled_features, training=training)  # [M, d]
             candidates = tf.concat([candidates, sampled], axis=0)  # [B + M, d]
+            if upload_day is not None:  # the corpus' ages are taken at the reference time
+                sampled_upload = -tf.cast(sampled_features[F.UPLOAD_AGE], tf.float64)
+                upload_day = tf.concat([upload_day, sampled_upload], axis=0)
             candidate_ids = tf.concat([item_index, sampled_ids], axis=0)
             if self.frequency is not None:
                 # Each video's expected number of copies among this replica's candidates:
@@ -149,18 +178,65 @@ class TwoTowerModel(tfrs.models.Model):
             label = tf.eye(tf.size(item_index), tf.size(candidate_ids), dtype=tf.bool)
             score_mask = different | label
 
-        per_example = self.task(
-            query,
-            candidates,
-            candidate_sampling_probability=probability,
-            candidate_ids=candidate_ids,
-            compute_metrics=False,
-            compute_batch_metrics=False,
-            score_mask=score_mask,
-        )  # [B]
+        if upload_day is not None:
+            per_example = self._freshness_loss(
+                inputs, query, candidates, upload_day, probability, score_mask
+            )
+        else:
+            per_example = self.task(
+                query,
+                candidates,
+                candidate_sampling_probability=probability,
+                candidate_ids=candidate_ids,
+                compute_metrics=False,
+                compute_batch_metrics=False,
+                score_mask=score_mask,
+            )  # [B]
         # Summed over replicas (as gradients are), this is the mean over the global batch.
         global_batch = tf.cast(tf.size(per_example) * _num_replicas(), tf.float32)
         return tf.reduce_sum(per_example) / tf.maximum(global_batch, 1.0)
+
+    def _freshness_loss(
+        self,
+        inputs: Features,
+        query: tf.Tensor,
+        candidates: tf.Tensor,
+        upload_day: tf.Tensor,
+        probability: tf.Tensor | None,
+        score_mask: tf.Tensor | None,
+    ) -> tf.Tensor:
+        """Per-example softmax loss ``[B]`` with each pair's freshness term.
+
+        ``query: [B, d-1]`` and ``candidates: [C, d-1]`` are the towers' unit main parts;
+        ``upload_day: [C]`` the candidates' upload times (days, relative to the reference
+        time). A pair's logit is the dot product of ``[cos(phi) q, sin(phi)]`` and
+        ``[cos(psi) c, sin(psi)]`` with ``psi`` the candidate's freshness at the start of the
+        query's day, the very embeddings a catalog embedded that day gives; then the Retrieval
+        task's steps: temperature, logQ correction, masks, softmax cross-entropy.
+        """
+        example_age = tf.cast(tf.reshape(inputs[F.EXAMPLE_AGE], [-1]), tf.float64)
+        fraction = tf.constant(self._day_fraction, tf.float64)
+        day_start = tf.floor(fraction - example_age) - fraction  # [B] days
+        pair_age = day_start[:, None] - upload_day[None, :]  # [B, C] days
+        num_queries, num_candidates = tf.shape(query)[0], tf.shape(candidates)[0]
+        label = tf.eye(num_queries, num_candidates, dtype=tf.bool)
+        # A video uploaded after the day started is not in that day's catalog.
+        mask = (pair_age > 0) | label
+        if score_mask is not None:
+            mask &= score_mask
+        sin_psi = self.candidate_tower.freshness(tf.cast(tf.maximum(pair_age, 0.0), tf.float32))
+        cos_psi = tf.sqrt(tf.maximum(1.0 - tf.square(sin_psi), 0.0))
+        sin_phi = self.query_tower.freshness_sine()
+        cos_phi = tf.sqrt(1.0 - tf.square(sin_phi))
+        dots = tf.linalg.matmul(query, candidates, transpose_b=True)  # [B, C]
+        scores = (cos_phi * cos_psi * dots + sin_phi * sin_psi) / self.config.temperature
+        if probability is not None:
+            scores -= tf.math.log(tf.clip_by_value(probability, 1e-6, 1.0))[None, :]
+        scores = tf.where(mask, scores, _MIN_LOGIT)
+        labels = tf.cast(label, tf.float32)
+        loss = self._softmax_loss(y_true=labels, y_pred=scores)
+        self.mean_loss.update_state(loss)
+        return loss
 
     def _sample_corpus(self, num: int) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
         """``num`` corpus rows drawn uniformly with replacement: ids ``[num]`` and features."""

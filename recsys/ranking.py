@@ -3,8 +3,8 @@
 A video uploaded after a query's time cannot be recommended to it, and a video's upload age
 (a candidate-tower input) depends on when it is embedded. So queries are grouped by day;
 each day's candidate embeddings are computed at that day's start, videos not yet uploaded
-at the query's time are masked out, and the top K of the rest are exact dot products, as a
-serving index refreshed daily would return.
+then are masked out, and the top K of the rest are exact dot products, as a serving index
+refreshed daily would return (it holds the videos that existed when it was built).
 """
 
 from __future__ import annotations
@@ -62,16 +62,18 @@ def rank_by_day(
     """Top-``k`` catalog rows ``[Q, k]`` per query, with the catalog embedded once per day.
 
     ``embed_catalog(reference_time) -> [N, d]`` embeds every video with its upload age at
-    ``reference_time`` (the start of the query's UTC day).
+    ``reference_time`` (the start of the query's UTC day); videos uploaded after it are not
+    in that day's catalog.
     """
     query_times = np.asarray(query_times, dtype=np.int64)
     days = query_times // SECONDS_PER_DAY
     out = np.full((len(query_embeddings), k), -1, dtype=np.int64)
     for day in np.unique(days):
         rows = np.flatnonzero(days == day)
-        candidates = embed_catalog(int(day) * SECONDS_PER_DAY)
+        start = int(day) * SECONDS_PER_DAY
+        candidates = embed_catalog(start)
         out[rows] = top_k_available(
-            query_embeddings[rows], query_times[rows], candidates, upload_time, k
+            query_embeddings[rows], np.full(len(rows), start), candidates, upload_time, k
         )
     return out
 

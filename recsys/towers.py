@@ -34,6 +34,14 @@ _AGE_SCALE_YEARS = 15.0
 # Durations in days (example age, upload age) span 0 .. years with most mass near 0: a log
 # scale puts one day at 0.12, a month at 0.58 and a year at 1.0.
 _DAYS_SCALE = 365.0
+# Bucket edges (days since upload) of the learned freshness curve: whole days while a video
+# is fresh, coarser later. Bucket 0 is [0, 1 day).
+FRESHNESS_EDGES_DAYS: tuple[float, ...] = (
+    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 14, 17, 21, 28, 35, 45, 60, 90, 180, 365, 730,
+)  # fmt: skip
+# Initial sine of the query's freshness coordinate: away from 0, where the query coordinate and
+# the freshness curve would both get zero gradient.
+_FRESHNESS_INIT = 0.5
 
 
 @dataclass(frozen=True)
@@ -132,6 +140,47 @@ def _l2_normalize(x: tf.Tensor) -> tf.Tensor:
     return tf.math.l2_normalize(tf.cast(x, tf.float32), axis=-1)
 
 
+def _main_layers(config: ModelConfig, layers: tuple[int, ...]) -> tuple[int, ...]:
+    """The dense stack's widths: with freshness on, the last coordinate is kept for it."""
+    return (*layers[:-1], layers[-1] - 1) if config.freshness else layers
+
+
+def with_freshness(main: tf.Tensor, sine: tf.Tensor) -> tf.Tensor:
+    """``[cos * main, sin]``: unit ``main: [..., d-1]`` and sines ``[...]`` -> unit ``[..., d]``."""
+    sine = tf.cast(sine, tf.float32)
+    cosine = tf.sqrt(tf.maximum(1.0 - tf.square(sine), 0.0))
+    return tf.concat([main * cosine[..., None], sine[..., None]], axis=-1)
+
+
+class FreshnessCurve(tf.keras.layers.Layer):
+    """Days since upload (any shape) -> the sine of a video's freshness coordinate, in (-1, 1).
+
+    A learned value per age bucket (:data:`FRESHNESS_EDGES_DAYS`), squashed by tanh. The query
+    tower holds the other factor (a learned constant sine), so the freshness term of a logit
+    is ``sin(phi) * sin(psi(age))``: a learned function of age added to every score, which is
+    how the logQ-corrected softmax can express "fresh videos are watched more" once the ages
+    are taken at the query's time (see :class:`recsys.model.TwoTowerModel`).
+    """
+
+    def build(self, input_shape: Any) -> None:
+        """One value per bucket, starting at 0 (no effect)."""
+        self.values = self.add_weight(
+            name="values",
+            shape=(len(FRESHNESS_EDGES_DAYS) + 1,),
+            initializer="zeros",
+            dtype=tf.float32,
+        )
+        super().build(input_shape)
+
+    def call(self, age_days: tf.Tensor) -> tf.Tensor:
+        """``age_days`` (float, any shape) -> sines of the same shape (float32)."""
+        age = tf.cast(age_days, tf.float32)
+        bucket = tf.raw_ops.Bucketize(
+            input=age, boundaries=[float(e) for e in FRESHNESS_EDGES_DAYS]
+        )
+        return tf.tanh(tf.gather(self.values, bucket))
+
+
 class QueryTower(tf.keras.Model):
     """User context -> ``[B, embedding_dim]`` unit vectors.
 
@@ -176,10 +225,30 @@ class QueryTower(tf.keras.Model):
             self.gender_embedding = _embedding(
                 sizes.num_genders, config.gender_embedding_dim, "gender_embedding"
             )
-        self.dense = _dense_stack(config.query_layers, config.dropout, "query_dense")
+        self.dense = _dense_stack(
+            _main_layers(config, config.query_layers), config.dropout, "query_dense"
+        )
+        if config.freshness:
+            self.freshness_weight = self.add_weight(
+                name="freshness_weight",
+                shape=(),
+                initializer=tf.keras.initializers.Constant(float(np.arctanh(_FRESHNESS_INIT))),
+                dtype=tf.float32,
+            )
+
+    def freshness_sine(self) -> tf.Tensor:
+        """The sine of every query's freshness coordinate (a learned scalar)."""
+        return tf.tanh(self.freshness_weight)
 
     def call(self, features: Features, training: bool | None = None) -> tf.Tensor:
         """``features`` (dict of ``[B, ...]`` tensors) -> ``[B, embedding_dim]`` float32."""
+        main = self.main(features, training=training)
+        if not self.config.freshness:
+            return main
+        return with_freshness(main, tf.fill(tf.shape(main)[:1], self.freshness_sine()))
+
+    def main(self, features: Features, training: bool | None = None) -> tf.Tensor:
+        """The unit embedding without the freshness coordinate: ``[B, d]`` (``d - 1`` with it)."""
         tower = "query tower"
         history = _ids(features, F.HISTORY, tower)
         parts = [masked_mean(self.item_embedding(history), history)]
@@ -270,10 +339,26 @@ class CandidateTower(tf.keras.Model):
             self.content_projection = tf.keras.layers.Dense(
                 config.content_projection_dim, name="content_projection"
             )
-        self.dense = _dense_stack(config.candidate_layers, config.dropout, "candidate_dense")
+        self.dense = _dense_stack(
+            _main_layers(config, config.candidate_layers), config.dropout, "candidate_dense"
+        )
+        if config.freshness:
+            self.freshness = FreshnessCurve(name="freshness")
 
     def call(self, features: Features, training: bool | None = None) -> tf.Tensor:
         """``features`` (dict of ``[B, ...]`` tensors) -> ``[B, embedding_dim]`` float32."""
+        main = self.main(features, training=training)
+        if not self.config.freshness:
+            return main
+        age = _require(features, F.UPLOAD_AGE, "candidate tower")
+        return with_freshness(main, self.freshness(tf.maximum(tf.cast(age, tf.float32), 0.0)))
+
+    def main(self, features: Features, training: bool | None = None) -> tf.Tensor:
+        """The unit embedding without the freshness coordinate: ``[B, d]`` (``d - 1`` with it).
+
+        With freshness on, upload age enters only through the freshness coordinate, so that
+        this part does not depend on when the video is embedded.
+        """
         tower = "candidate tower"
         item = _ids(features, F.ITEM, tower)
         if training and self.config.item_id_dropout > 0:
@@ -286,7 +371,8 @@ class CandidateTower(tf.keras.Model):
             parts.append(self.category_embedding(_ids(features, F.CATEGORY, tower)))
             title = _ids(features, F.TITLE_TOKENS, tower)
             parts.append(masked_mean(self.token_embedding(title), title))
-            parts.append(days_features(_require(features, F.UPLOAD_AGE, tower)))
+            if not self.config.freshness:
+                parts.append(days_features(_require(features, F.UPLOAD_AGE, tower)))
         if self.use_content_embedding:
             content = tf.cast(_require(features, F.CONTENT_EMBEDDING, tower), self.compute_dtype)
             parts.append(self.content_projection(content))

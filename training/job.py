@@ -158,7 +158,9 @@ def train(
     # variables instead of deferring.
     sample = next(example_batches(examples_dir, "train", items, 2, shuffle=False))
     with strategy.scope():
-        model = TwoTowerModel(config.model, sizes, candidate_corpus=corpus)
+        model = TwoTowerModel(
+            config.model, sizes, candidate_corpus=corpus, reference_time=reference_time
+        )
         model.query_tower(sample)
         model.candidate_tower(sample)
         model.built = True

@@ -258,3 +258,55 @@ def test_recall_at_k_blocks_match_brute_force() -> None:
     assert got == pytest.approx(expected)
     with pytest.raises(ValueError, match="label_indices has 14"):
         recall_at_k(_Given(), candidates, dataset, np.append(labels, 0), [1])
+
+
+def test_freshness_loss_by_hand(world: tuple[Batch, Batch, Batch, np.ndarray]) -> None:
+    """Each pair's logit uses the candidate's age at the start of the query's day."""
+    catalog, train, _, _ = world
+    labels = np.array([0, 1, 2, 3])
+    batch = {name: values[labels] for name, values in catalog.items()}
+    batch.update({name: values[:4] for name, values in train.items() if name in F.QUERY_FEATURES})
+    # Days before the reference time (06:00 UTC): queries on the reference day, the day
+    # before, and two days before; their labels uploaded 0.1 .. 3 days before the watch.
+    batch[F.EXAMPLE_AGE] = np.array([0.1, 0.5, 1.0, 2.2], np.float32)
+    batch[F.UPLOAD_AGE] = np.array([0.5, 3.0, 0.1, 1.0], np.float32)
+    reference_time = 1_767_225_600 + 6 * 3600
+    config = dataclasses.replace(CONFIG, temperature=0.5, freshness=True)
+    tf.keras.utils.set_random_seed(3)
+    model = TwoTowerModel(config, SIZES, reference_time=reference_time)
+    model.candidate_tower(batch)  # build, then give the curve a shape to test against
+    curve = model.candidate_tower.freshness.values
+    curve.assign(np.linspace(1.5, -1.5, curve.shape[0]).astype(np.float32))
+    loss = float(model.compute_loss(batch, training=True).numpy())
+
+    # By hand, in days relative to the reference time, which is 0.25 days past midnight.
+    query_time = -batch[F.EXAMPLE_AGE].astype(np.float64)
+    day_start = np.floor(query_time + 0.25) - 0.25
+    upload = query_time - batch[F.UPLOAD_AGE]
+    pair_age = day_start[:, None] - upload[None, :]  # [query, candidate]
+    query = model.query_tower(batch).numpy()
+    scores = np.empty((4, 4))
+    for i in range(4):  # the catalog as embedded at the start of query i's day
+        at_day = {**batch, F.UPLOAD_AGE: np.maximum(pair_age[i], 0).astype(np.float32)}
+        scores[i] = model.candidate_tower(at_day).numpy() @ query[i]
+    assert model.frequency is not None
+    reference = NumpyFrequencyEstimator(config.frequency_alpha, config.frequency_buckets)
+    reference.update(labels)
+    scores = scores / config.temperature - np.log(reference.probability(labels))[None, :]
+    not_yet = (pair_age <= 0) & ~np.eye(4, dtype=bool)
+    # Candidates 0 and 2 were uploaded after the days of queries 1, 2 and 3 began (label 2 on
+    # its own watch day: it stays the positive of its query).
+    assert not_yet.sum() == 5
+    scores[not_yet] = -np.inf
+    assert loss == pytest.approx(_softmax_loss(scores), rel=1e-5)
+
+
+def test_freshness_trains_deterministically(
+    world: tuple[Batch, Batch, Batch, np.ndarray],
+) -> None:
+    catalog, train, _, _ = world
+    config = dataclasses.replace(CONFIG, freshness=True, num_uniform_negatives=8)
+    _, first = _fit(config, catalog, train, epochs=3, steps=2, seed=5)
+    _, second = _fit(config, catalog, train, epochs=3, steps=2, seed=5)
+    assert np.isfinite(first).all()
+    assert first == second

@@ -42,6 +42,16 @@ def test_rank_by_day_embeds_the_catalog_at_each_days_start() -> None:
     assert ranked.tolist() == [[0, 1], [0, 1], [0, 1]]
 
 
+def test_rank_by_day_leaves_out_videos_uploaded_after_the_days_start() -> None:
+    def embed(reference_time: int) -> np.ndarray:
+        return np.array([[1.0], [2.0], [3.0]])
+
+    # Video 2 is uploaded an hour into day 1: not in day 1's catalog even for a later query.
+    upload = np.array([0, DAY, DAY + 3600])
+    ranked = rank_by_day(np.ones((2, 1)), np.array([DAY + 7200, 2 * DAY + 5]), embed, upload, k=3)
+    assert ranked.tolist() == [[1, 0, -1], [2, 1, 0]]
+
+
 def test_recall_from_ranks() -> None:
     ranked = np.array([[5, 2, 9], [1, 3, 4], [7, 8, 0]])
     labels = np.array([2, 4, 6])

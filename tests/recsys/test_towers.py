@@ -237,3 +237,27 @@ def test_item_id_dropout_trains_the_out_of_vocabulary_path() -> None:
     assert is_oov.sum() >= 2
     with pytest.raises(ValueError, match="item_id_dropout"):
         _small(item_id_dropout=1.0)
+
+
+def test_freshness_coordinate() -> None:
+    """With freshness, upload age moves only the last coordinate's angle; rows stay unit."""
+    config = dataclasses.replace(CONFIG, freshness=True)
+    tf.keras.utils.set_random_seed(2)
+    query, candidate = build_towers(config, SIZES)
+    batch = _batch()
+    candidate(batch)
+    candidate.freshness.values.assign(np.linspace(-1, 1, candidate.freshness.values.shape[0]))
+    q = query(batch).numpy()
+    c = candidate(batch).numpy()
+    assert q.shape == c.shape == (B, config.embedding_dim)
+    np.testing.assert_allclose(np.linalg.norm(q, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(c, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(q[:, -1], 0.5, rtol=1e-5)  # the initial sine
+    older = candidate({**batch, F.UPLOAD_AGE: batch[F.UPLOAD_AGE] + 30.0}).numpy()
+    assert not np.allclose(older[:, -1], c[:, -1])
+    main = candidate.main(batch).numpy()
+    np.testing.assert_allclose(
+        candidate.main({**batch, F.UPLOAD_AGE: batch[F.UPLOAD_AGE] + 30.0}), main
+    )
+    # The rest of the row is the main part scaled by the cosine of the freshness angle.
+    np.testing.assert_allclose(c[:, :-1], main * np.sqrt(1 - c[:, -1:] ** 2), rtol=1e-5, atol=1e-6)
