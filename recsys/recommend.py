@@ -18,9 +18,8 @@ import dataclasses
 import json
 import logging
 import math
-import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -29,12 +28,20 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from recsys import features as F
 from recsys.artifacts import ArtifactError, Manifest, verify_artifact
 from recsys.config import Config
 from recsys.context import RequestContext, encode_request
 from recsys.index import Index, IndexLoadError, ScannIndex, load_index
 from recsys.profiles import PROFILES_FILE, ProfileError, Profiles
+from recsys.query_tower import (
+    RUNTIMES,
+    TFLITE_FILE,
+    QueryTower,
+    QueryTowerBatcher,
+    Runtime,
+    TowerLoadError,
+    load_query_tower,
+)
 from recsys.vocab import Vocabularies
 
 log = logging.getLogger(__name__)
@@ -42,7 +49,6 @@ log = logging.getLogger(__name__)
 CONFIG_FILE = "config.json"
 VOCAB_FILE = "vocabularies.json"
 QUERY_MODEL_DIR = "query_model"
-QUERY_IDS_SIGNATURE = "serve_ids"  # recsys.export.QUERY_IDS_SIGNATURE (kept TF-free here)
 INDEX_DIR = "index"
 ITEMS_FILE = "items.parquet"
 EMBEDDINGS_FILE = "item_embeddings.npy"
@@ -69,6 +75,8 @@ class RecommenderOptions:
     asked for C plus the number of excluded videos, more while filters leave fewer than C.
     ``leaves_to_search`` / ``reorder_k`` override the ScaNN index's tuned defaults (None:
     keep them). ``max_batch`` caps how many concurrent queries share one query-tower call.
+    ``tower_runtime``: see :func:`recsys.query_tower.load_query_tower` ("auto": TensorFlow
+    Lite when it gives the SavedModel's embeddings, else the SavedModel).
     """
 
     overfetch: int = 4
@@ -77,11 +85,17 @@ class RecommenderOptions:
     leaves_to_search: int | None = None
     reorder_k: int | None = None
     max_batch: int = 32
+    tower_runtime: Runtime = "auto"
 
     def __post_init__(self) -> None:
         for name in ("overfetch", "min_candidates", "max_k", "max_batch"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"RecommenderOptions.{name} must be positive")
+        if self.tower_runtime not in RUNTIMES:
+            raise ValueError(
+                f"RecommenderOptions.tower_runtime must be one of {RUNTIMES}, "
+                f"got {self.tower_runtime!r}"
+            )
 
     def num_candidates(self, k: int) -> int:
         """C, the target size of the scored set for a request of ``k`` items."""
@@ -203,87 +217,6 @@ def softmax(logits: np.ndarray, temperature: float) -> np.ndarray:
     return weights / weights.sum()
 
 
-class _Pending:
-    """One query waiting for, or leading, a batched query-tower call."""
-
-    __slots__ = ("error", "event", "features", "lead", "result")
-
-    def __init__(self, features: dict[str, np.ndarray]) -> None:
-        self.features = features
-        self.event = threading.Event()
-        self.lead = False
-        self.result: np.ndarray | None = None
-        self.error: BaseException | None = None
-
-
-class QueryTowerBatcher:
-    """Runs a batch function over single queries arriving concurrently, without waiting.
-
-    The first caller when the tower is idle runs at once (no added latency one call at a
-    time); callers arriving meanwhile queue up, and the head of the queue then runs them all
-    in one call of at most ``max_batch`` rows. One TensorFlow call costs about as much for 16
-    rows as for 1, so under load this saves most of the tower's per-call overhead.
-    """
-
-    def __init__(
-        self, fn: Callable[[dict[str, np.ndarray]], np.ndarray], max_batch: int = 32
-    ) -> None:
-        """``fn`` maps features ``{name: [B, ...]}`` to embeddings ``[B, d]``."""
-        self._fn = fn
-        self._max_batch = max_batch
-        self._lock = threading.Lock()
-        self._queue: list[_Pending] = []
-        self._busy = False
-        self.calls = 0  # tower calls made
-        self.queries = 0  # queries they embedded (queries / calls: the mean batch size)
-
-    def __call__(self, features: dict[str, np.ndarray]) -> np.ndarray:
-        """The embedding ``[d]`` of one query's features ``{name: [1, ...]}``."""
-        pending = _Pending(features)
-        with self._lock:
-            self._queue.append(pending)
-            pending.lead = not self._busy
-            self._busy = True
-        if not pending.lead:
-            pending.event.wait()
-        if pending.lead:
-            self._run_batch()
-        if pending.error is not None:
-            raise pending.error
-        assert pending.result is not None
-        return pending.result
-
-    def _run_batch(self) -> None:
-        with self._lock:
-            batch = self._queue[: self._max_batch]
-            del self._queue[: self._max_batch]
-            self.calls += 1
-            self.queries += len(batch)
-        try:
-            if len(batch) == 1:
-                stacked = batch[0].features
-            else:
-                stacked = {
-                    name: np.concatenate([p.features[name] for p in batch])
-                    for name in batch[0].features
-                }
-            out = self._fn(stacked)
-            for row, p in enumerate(batch):
-                p.result = out[row]
-        except BaseException as exc:  # delivered to every caller of the batch
-            for p in batch:
-                p.error = exc
-        finally:
-            with self._lock:
-                if self._queue:
-                    self._queue[0].lead = True
-                    self._queue[0].event.set()
-                else:
-                    self._busy = False
-            for p in batch:
-                p.event.set()
-
-
 @dataclass
 class _Catalog:
     """The served videos, row-aligned with ``item_embeddings.npy``."""
@@ -361,7 +294,7 @@ class Recommender:
         manifest: Manifest,
         config: Config,
         vocabs: Vocabularies,
-        query_tower: Callable[[dict[str, np.ndarray]], np.ndarray],
+        query_tower: QueryTower,
         index: Index,
         catalog: _Catalog,
         embeddings: np.ndarray,
@@ -398,7 +331,7 @@ class Recommender:
             self.manifest,
             self.config,
             self.vocabs,
-            self._tower._fn,
+            self._tower.fn,  # type: ignore[arg-type]
             self.index,
             self._catalog,
             self.embeddings,
@@ -438,7 +371,6 @@ class Recommender:
         Verifies every file's sha256 against the manifest (unless ``verify`` is False), then
         runs a probe query through every stage.
         """
-        import tensorflow as tf
 
         path = Path(version_dir)
         options = options or RecommenderOptions()
@@ -457,9 +389,15 @@ class Recommender:
             vocabs = Vocabularies.load(path / VOCAB_FILE)
         except ValueError as exc:
             raise ModelLoadError(str(exc)) from exc
-        tower = _load_query_tower(tf, path / QUERY_MODEL_DIR)
-        probe = RequestContext(searches=["probe"], country="", request_time=int(time.time()))
-        tower.enable_flat_calls(encode_request(probe, vocabs, config.features))
+        try:
+            tower = load_query_tower(
+                path / QUERY_MODEL_DIR,
+                _tower_probes(vocabs, config),
+                options.tower_runtime,
+                path / TFLITE_FILE,
+            )
+        except TowerLoadError as exc:
+            raise ModelLoadError(str(exc)) from exc
         try:
             index = load_index(path / INDEX_DIR, expected_dim=dim)
         except (IndexLoadError, OSError, ValueError) as exc:
@@ -494,12 +432,14 @@ class Recommender:
         )
         model.probe()
         log.info(
-            "loaded model %s/%s (%d items, dim %d, %s index, %d profiles) in %.1f s",
+            "loaded model %s/%s (%d items, dim %d, %s index, %s query tower, %d profiles) "
+            "in %.1f s",
             model.name,
             model.version,
             model.num_items,
             dim,
             index.kind,
+            tower.runtime,
             0 if profiles is None else len(profiles),
             time.perf_counter() - started,
         )
@@ -742,80 +682,25 @@ def _read_manifest_only(path: Path) -> Manifest:
     return read_manifest(path)
 
 
-class _QueryTower:
-    """The ``serve_ids`` signature as a numpy function: features ``[B, ...]`` to ``[B, d]``.
-
-    Calls the signature's flat function with tensors in its argument order, skipping the
-    keyword binding and casting of a structured call (about a third of a single call's
-    cost). :func:`_load_query_tower` checks both calls agree before this path is used.
-    """
-
-    def __init__(self, loaded: Any, signature: Any, dtypes: dict[str, Any]) -> None:
-        self._loaded = loaded  # owns the variables: must live as long as the signature
-        self._signature = signature
-        self._dtypes = dtypes
-        self._order: list[str] | None = None
-
-    def structured(self, features: dict[str, np.ndarray]) -> np.ndarray:
-        """Through the public keyword-argument signature call (the reference)."""
-        import tensorflow as tf
-
-        tensors = {
-            name: tf.constant(np.asarray(value, dtype=self._dtypes[name]))
-            for name, value in features.items()
-        }
-        out = self._signature(**tensors)["query_embedding"].numpy()
-        return np.asarray(out, dtype=np.float32)
-
-    def flat(self, features: dict[str, np.ndarray]) -> np.ndarray:
-        """Through the signature's flat function: inputs positional, in ``_arg_keywords``."""
-        import tensorflow as tf
-
-        assert self._order is not None
-        dtypes = self._dtypes
-        args = [tf.constant(np.asarray(features[n], dtype=dtypes[n])) for n in self._order]
-        out = self._signature._call_flat(args, self._signature.captured_inputs)
-        if isinstance(out, dict):
-            out = out["query_embedding"]
-        elif isinstance(out, list | tuple):
-            out = out[0]
-        return np.asarray(out.numpy(), dtype=np.float32)
-
-    def enable_flat_calls(self, probe: dict[str, np.ndarray]) -> bool:
-        """Use :meth:`flat` if this TensorFlow has it and it equals :meth:`structured`."""
-        order = getattr(self._signature, "_arg_keywords", None)
-        if not order or set(order) != set(self._dtypes):
-            return False
-        self._order = list(order)
-        try:
-            same = np.allclose(self.flat(probe), self.structured(probe), rtol=1e-5, atol=1e-6)
-        except Exception:  # a TensorFlow without this private path: keep the public one
-            same = False
-        if not same:
-            self._order = None
-            log.warning("query tower: flat signature calls unavailable; using keyword calls")
-        return same
-
-    def __call__(self, features: dict[str, np.ndarray]) -> np.ndarray:
-        """Embeddings ``[B, d]`` of features ``{name: [B, ...]}``."""
-        if self._order is not None:
-            return self.flat(features)
-        return self.structured(features)
-
-
-def _load_query_tower(tf: Any, path: Path) -> _QueryTower:
-    """Load the query SavedModel and check its ``serve_ids`` signature takes our features."""
-    try:
-        loaded = tf.saved_model.load(str(path))
-        signature = loaded.signatures[QUERY_IDS_SIGNATURE]
-    except (OSError, KeyError, ValueError, tf.errors.OpError) as exc:
-        raise ModelLoadError(
-            f"{path}: cannot load the query model's {QUERY_IDS_SIGNATURE} signature ({exc})"
-        ) from exc
-    _, inputs = signature.structured_input_signature
-    if set(inputs) != set(F.QUERY_FEATURES):
-        raise ModelLoadError(
-            f"{path}: signature {QUERY_IDS_SIGNATURE} takes {sorted(inputs)}, this server "
-            f"sends {sorted(F.QUERY_FEATURES)}"
-        )
-    return _QueryTower(loaded, signature, {n: inputs[n].dtype.as_numpy_dtype for n in inputs})
+def _tower_probes(vocabs: Vocabularies, config: Config) -> list[dict[str, np.ndarray]]:
+    """Query features that exercise every input of the tower: empty, typical, a batch."""
+    now = int(time.time())
+    known = vocabs.items.values[:60]
+    contexts = [
+        RequestContext(request_time=now),
+        RequestContext(
+            watch_history=known,
+            watch_times=[now - 3600 * (len(known) - i) for i in range(len(known))],
+            searches=["probe query", *vocabs.tokens.values[:12]],
+            search_times=[now - 7200] + [now - 60 * (13 - i) for i in range(12)],
+            country=next(iter(vocabs.countries.values), None),
+            region=next(iter(vocabs.regions.values), None),
+            age=37,
+            gender=next(iter(vocabs.genders.values), None),
+            request_time=now,
+        ),
+        RequestContext(watch_history=known[:3], searches=["x"], age=19, request_time=now),
+    ]
+    probes = [encode_request(ctx, vocabs, config.features) for ctx in contexts]
+    batch = {name: np.concatenate([p[name] for p in probes]) for name in probes[0]}
+    return [*probes, batch]

@@ -13,9 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from recsys.context import RequestContext, encode_request
+from recsys.query_tower import QueryTowerBatcher
 from recsys.recommend import (
     ModelLoadError,
-    QueryTowerBatcher,
     Recommender,
     RecommenderOptions,
     UnknownItemError,
@@ -253,6 +253,7 @@ def test_a_corrupt_version_is_refused(trained_artifact: Path, tmp_path: Path) ->
 
 
 def test_the_artifact_layout_names_agree_with_the_exporter() -> None:
+    import recsys.query_tower as served_tower
     import recsys.recommend as served
     import recsys_training.export as exported
     from recsys.export import QUERY_IDS_SIGNATURE
@@ -262,4 +263,4 @@ def test_the_artifact_layout_names_agree_with_the_exporter() -> None:
     assert served.CONFIG_FILE == exported.CONFIG_FILE
     assert served.INDEX_DIR == exported.INDEX_DIR
     assert served.QUERY_MODEL_DIR == exported.QUERY_MODEL_DIR
-    assert served.QUERY_IDS_SIGNATURE == QUERY_IDS_SIGNATURE
+    assert served_tower.QUERY_IDS_SIGNATURE == QUERY_IDS_SIGNATURE
