@@ -36,6 +36,8 @@ Kind = Literal["train", "eval"]
 # at most this many bytes; larger example sets stream. The demo world's 341k training examples
 # take about 250 MB.
 IN_MEMORY_MAX_BYTES = 2 << 30
+# The streaming path shuffles within this many row groups (16,384 rows each as written).
+SHUFFLE_BUFFER_GROUPS = 8
 _DROPPED = (LABEL_TIME, F.USER_INDEX)
 
 
@@ -46,7 +48,7 @@ def example_batches(
     batch_size: int,
     shuffle: bool = True,
     seed: int = 0,
-    shuffle_buffer_groups: int = 8,
+    shuffle_buffer_groups: int = SHUFFLE_BUFFER_GROUPS,
     drop_remainder: bool = False,
     shard_index: int = 0,
     num_shards: int = 1,
@@ -60,6 +62,42 @@ def example_batches(
     stay in step. Label candidate features carry the video's upload age at the time of the
     watch. This is the streaming path: memory is bounded by ``shuffle_buffer_groups`` row
     groups.
+    """
+    blocks = _blocks(
+        example_dir,
+        kind,
+        items,
+        batch_size,
+        shuffle,
+        seed,
+        shuffle_buffer_groups,
+        drop_remainder,
+        shard_index,
+        num_shards,
+        epoch,
+    )
+    for block in blocks:
+        for start in range(0, len(block[F.ITEM_INDEX]), batch_size):
+            yield {k: v[start : start + batch_size] for k, v in block.items()}
+
+
+def _blocks(
+    example_dir: str | Path,
+    kind: Kind,
+    items: ItemTable,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    shuffle_buffer_groups: int,
+    drop_remainder: bool,
+    shard_index: int,
+    num_shards: int,
+    epoch: int,
+) -> Iterator[dict[str, np.ndarray]]:
+    """:func:`example_batches` as blocks of consecutive batches, candidate features joined.
+
+    Every block but the last holds a whole number of batches; a shuffle buffer's remainder
+    is carried into the next buffer.
     """
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -87,10 +125,8 @@ def example_batches(
             order = rng.permutation(n)
             rows = {k: v[order] for k, v in rows.items()}
         full = n - n % batch_size
-        for start in range(0, full, batch_size):
-            yield _with_candidates(
-                {k: v[start : start + batch_size] for k, v in rows.items()}, items
-            )
+        if full:
+            yield _with_candidates({k: v[:full] for k, v in rows.items()}, items)
         if full < n:
             rest = {k: v[full:] for k, v in rows.items()}
             if not final:
@@ -290,22 +326,30 @@ def make_dataset(
         in_memory = size <= IN_MEMORY_MAX_BYTES
     if not in_memory:
 
-        def generator() -> Iterator[dict[str, np.ndarray]]:
-            yield from example_batches(
+        def blocks() -> Iterator[dict[str, np.ndarray]]:
+            # One Python call per shuffle buffer (thousands of rows), none per batch.
+            yield from _blocks(
                 example_dir,
                 kind,
                 items,
                 batch_size,
-                shuffle=shuffle,
-                seed=seed,
-                drop_remainder=drop_remainder,
-                shard_index=shard_index,
-                num_shards=num_shards,
-                epoch=next(epochs),
+                shuffle,
+                seed,
+                SHUFFLE_BUFFER_GROUPS,
+                drop_remainder,
+                shard_index,
+                num_shards,
+                next(epochs),
             )
 
-        ds = tf.data.Dataset.from_generator(generator, output_signature=signature)
-        return ds.prefetch(tf.data.AUTOTUNE)
+        def sliced(block: dict[str, tf.Tensor]) -> tf.data.Dataset:
+            n = tf.shape(block[F.ITEM_INDEX], out_type=tf.int64)[0]
+            starts = tf.data.Dataset.range(0, n, batch_size)
+            return starts.map(lambda s: {k: v[s : s + batch_size] for k, v in block.items()})
+
+        # prefetch(1): the next block is read while the current one's batches are consumed.
+        ds = tf.data.Dataset.from_generator(blocks, output_signature=signature).prefetch(1)
+        return ds.flat_map(sliced).prefetch(tf.data.AUTOTUNE)
 
     rows = load_examples(example_dir, kind, items, shard_index, num_shards)
     n = len(rows[F.ITEM_INDEX])

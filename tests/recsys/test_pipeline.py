@@ -23,7 +23,13 @@ from recsys.examples import (
     load_catalog,
     read_examples,
 )
-from recsys.pipeline import example_bytes, feature_signature, load_examples, make_dataset
+from recsys.pipeline import (
+    example_batches,
+    example_bytes,
+    feature_signature,
+    load_examples,
+    make_dataset,
+)
 from recsys.splits import Split
 from recsys.vocab import Vocabularies
 from tests.recsys.test_examples import CONFIG, random_world
@@ -224,3 +230,16 @@ def test_new_candidate_features_are_carried(
     rows = concat(collect(ds))
     np.testing.assert_array_equal(rows["channel_x10"], rows[F.CHANNEL].astype(np.int64) * 10)
     assert Counter(row_keys(rows)) == Counter(row_keys(reference(out, wider)))
+
+
+def test_streaming_dataset_yields_the_reader_batches(examples: tuple[Path, ItemTable]) -> None:
+    out, items = examples
+    for kw in ({"seed": 4}, {"seed": 4, "drop_remainder": True}, {"shuffle": False}):
+        ds = make_dataset(out, "train", items, 40, in_memory=False, **kw)
+        got = collect(ds)
+        want = list(example_batches(out, "train", items, 40, **kw))
+        assert len(got) == len(want)
+        for g, w in zip(got, want, strict=True):
+            assert sorted(g) == sorted(w)
+            for name in w:
+                np.testing.assert_array_equal(g[name], w[name], err_msg=name)
