@@ -1,20 +1,28 @@
 """Benchmark: training throughput (examples/s), live input pipeline vs cached input.
 
 In one process, on one example set (built or reused for the dataset and split):
-  cached    the first N batches read into memory once, then fed from a cache: the step time
-            of the model alone (the baseline);
-  live      the same model fed by the real streaming pipeline (`make_dataset`).
-If live/cached is close to 1, the input pipeline is not the bottleneck. Each measurement is
---repeats fits of --steps steps after a warm-up fit; the table gives medians. Usage:
+  cached     the first N batches read into memory once, then fed from a `tf.data` cache:
+             the step time of the model alone (the baseline);
+  live       the same model fed by `make_dataset` as training calls it (the in-memory path
+             when the examples fit `IN_MEMORY_MAX_BYTES`, streaming otherwise);
+  streaming  (with --streaming) `make_dataset(in_memory=False)`: the path of big worlds.
+If live/cached is close to 1, the input pipeline is not the bottleneck. Each input has one
+iterator for the whole run (as one training fit over many epochs has), a warm-up of 5 steps,
+then --repeats rounds of --steps training steps per input, interleaved so that machine noise
+hits all alike; the table gives median step times and, per input, the median
+over rounds of (its fit time / the cached fit time of the same round). Each round also reads
+a whole pass of batches of every live input without the model: the input's own wall and CPU time per
+batch (CPU of all threads, so it includes tf.data's workers). Usage:
 
     .venv/bin/python benchmarks/bench_training.py --data data/generated/demo \
-        --config training/configs/demo.toml --steps 100 --repeats 3
+        --config training/configs/demo.toml --steps 100 --repeats 5 --streaming
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import sys
 import tempfile
@@ -24,10 +32,16 @@ from pathlib import Path
 from recsys.catalog import ItemTable
 from recsys.config import load_config
 from recsys.examples import VOCAB_FILE, load_catalog
-from recsys.pipeline import make_dataset
+from recsys.pipeline import IN_MEMORY_MAX_BYTES, example_bytes, make_dataset
 from recsys.splits import Split
 from recsys.vocab import Vocabularies
 from recsys_training.job import prepare_examples
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process (all threads) so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--work", type=Path, help="examples cache folder (default: temp)")
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--streaming", action="store_true", help="also time the streaming path (big worlds)"
+    )
     args = parser.parse_args(argv)
 
     import tensorflow as tf
@@ -59,44 +76,86 @@ def main(argv: list[str] | None = None) -> int:
     model = TwoTowerModel(config.model, sizes)
     model.compile(optimizer=make_optimizer(config.train))
     live = make_dataset(examples_dir, "train", items, batch, drop_remainder=True).repeat()
-    cached = live.take(args.steps).cache().repeat()
-    for _ in cached.take(args.steps):  # fill the cache outside the timed fits
+    inputs = {"cached": live.take(args.steps).cache().repeat(), "live": live}
+    if args.streaming:
+        streaming = make_dataset(
+            examples_dir, "train", items, batch, drop_remainder=True, in_memory=False
+        )
+        inputs["streaming"] = streaming.repeat()
+    for _ in inputs["cached"].take(args.steps):  # fill the cache outside the timed steps
         pass
 
-    def fit_seconds(ds: tf.data.Dataset) -> float:
+    # One long-lived iterator per input, as in training (one fit over many epochs): per-pass
+    # costs (a new permutation, the first shuffle buffer) are paid once per epoch, not once
+    # per timed round. Steps run through Keras' own train function, as `fit` runs them.
+    train_function = model.make_train_function()
+    iterators = {name: iter(ds) for name, ds in inputs.items()}
+
+    def train_seconds(name: str, steps: int) -> float:
         started = time.perf_counter()
-        model.fit(ds, epochs=1, steps_per_epoch=args.steps, verbose=0)
+        for _ in range(steps):
+            logs = train_function(iterators[name])
+        float(logs["loss"])  # the last step is done
         return time.perf_counter() - started
 
-    fit_seconds(cached)  # warm-up: tracing and first-step costs
-    results: dict[str, list[float]] = {"cached": [], "live": []}
-    for _ in range(args.repeats):  # interleaved, so machine noise hits both alike
-        results["cached"].append(fit_seconds(cached))
-        results["live"].append(fit_seconds(live))
+    def read_seconds(name: str, steps: int) -> tuple[float, float]:
+        """Wall and CPU (all threads) seconds to read ``steps`` batches without the model."""
+        wall, cpu = time.perf_counter(), cpu_seconds()
+        for _ in range(steps):
+            next(iterators[name])
+        return time.perf_counter() - wall, cpu_seconds() - cpu
+
+    # Reading alone covers a whole pass, so that per-pass costs (the permutation, every
+    # shuffle buffer's read and join) are in it, not hidden by batches prefetched earlier.
+    alone_steps = max(args.steps, example_set.counts["train"] // batch)
+    for name in inputs:  # warm-up: tracing, first-iterator and first-read costs
+        train_seconds(name, 5)
+    results: dict[str, list[float]] = {name: [] for name in inputs}
+    alone: dict[str, list[tuple[float, float]]] = {name: [] for name in inputs if name != "cached"}
+    for _ in range(args.repeats):
+        for name in inputs:
+            results[name].append(train_seconds(name, args.steps))
+        for name, runs in alone.items():
+            runs.append(read_seconds(name, alone_steps))
     med = {k: statistics.median(v) for k, v in results.items()}
+    ratio = {
+        k: statistics.median(x / c for x, c in zip(v, results["cached"], strict=True))
+        for k, v in results.items()
+    }
     examples = args.steps * batch
-    figures = {
+    figures: dict[str, object] = {
         "data": str(args.data),
         "train_examples": example_set.counts["train"],
+        "in_memory_bytes": example_bytes(examples_dir, "train", items),
+        "in_memory_max_bytes": IN_MEMORY_MAX_BYTES,
         "batch_size": batch,
         "steps": args.steps,
+        "alone_steps": alone_steps,
         "repeats": args.repeats,
-        "cached_s": med["cached"],
-        "live_s": med["live"],
-        "cached_examples_per_s": examples / med["cached"],
-        "live_examples_per_s": examples / med["live"],
-        "cached_step_ms": 1000 * med["cached"] / args.steps,
-        "live_step_ms": 1000 * med["live"] / args.steps,
-        "live_over_cached": med["live"] / med["cached"],
         "runs": results,
         "model": config.to_dict()["model"],
     }
-    print(f"{args.data}: batch {batch}, {args.steps} steps per fit, median of {args.repeats}")
-    print(f"{'input':<24}{'step ms':>10}{'examples/s':>14}")
-    for name, key in (("cached (baseline)", "cached"), ("live pipeline", "live")):
-        step_ms, rate = figures[f"{key}_step_ms"], figures[f"{key}_examples_per_s"]
-        print(f"{name:<24}{step_ms:>10.1f}{rate:>14,.0f}")
-    print(f"live / cached step time: {figures['live_over_cached']:.2f}")
+    for name in inputs:
+        figures[f"{name}_s"] = med[name]
+        figures[f"{name}_examples_per_s"] = examples / med[name]
+        figures[f"{name}_step_ms"] = 1000 * med[name] / args.steps
+        figures[f"{name}_over_cached"] = ratio[name]
+    for name, runs in alone.items():
+        figures[f"{name}_alone_ms_per_batch"] = (
+            1000 * statistics.median(w for w, _ in runs) / alone_steps
+        )
+        figures[f"{name}_alone_cpu_ms_per_batch"] = (
+            1000 * statistics.median(c for _, c in runs) / alone_steps
+        )
+    print(f"{args.data}: batch {batch}, {args.steps} steps per round, median of {args.repeats}")
+    print(f"{'input':<24}{'step ms':>10}{'examples/s':>14}{'/ cached':>10}")
+    labels = {"cached": "cached (baseline)", "live": "live pipeline", "streaming": "streaming"}
+    for name in inputs:
+        step_ms, rate = figures[f"{name}_step_ms"], figures[f"{name}_examples_per_s"]
+        print(f"{labels[name]:<24}{step_ms:>10.1f}{rate:>14,.0f}{ratio[name]:>10.2f}")
+    for name in alone:
+        wall, cpu = figures[f"{name}_alone_ms_per_batch"], figures[f"{name}_alone_cpu_ms_per_batch"]
+        print(f"{labels[name]} alone (no model): {wall:.1f} ms/batch, {cpu:.1f} ms CPU/batch")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2, default=float) + "\n")
     return 0
