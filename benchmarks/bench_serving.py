@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +48,26 @@ log = logging.getLogger("bench_serving")
 TARGETS = {"single_p50_ms": 3.0, "single_p99_ms": 6.0, "throughput_ratio_vs_echo": 0.4}
 
 
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with suppress(OSError):
+            found.extend(int(c) for c in (task / "children").read_text().split())
+    return found
+
+
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds a process has used (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU seconds of a process and its live descendants (Linux /proc).
+
+    Descendants count for a server of several processes (``--processes``), whose pid is the
+    supervisor's; replicas that live through the measurement are counted whole.
+    """
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(cpu_seconds(child) for child in _children(pid))
 
 
 def measure(
@@ -60,10 +76,13 @@ def measure(
     duration_s: float,
     factory: Any,
     warmup_s: float,
+    channels: int = 1,
 ) -> tuple[LoadTestResult, float, float]:
     """A load test plus the server's and this generator's CPU ms per successful call."""
     server_before, self_before = cpu_seconds(server.pid), time.process_time()
-    result = run_loadtest(server.target, concurrency, duration_s, factory, warmup_s=warmup_s)
+    result = run_loadtest(
+        server.target, concurrency, duration_s, factory, warmup_s=warmup_s, channels=channels
+    )
     calls = max(result.ok, 1) * (warmup_s + duration_s) / duration_s  # warm-up calls cost too
     server_ms = (cpu_seconds(server.pid) - server_before) * 1000 / calls
     generator_ms = (time.process_time() - self_before) * 1000 / calls
@@ -172,6 +191,12 @@ def main() -> int:
     parser.add_argument("--k", type=int, default=100)
     parser.add_argument("--workers", type=int, default=8, help="server worker threads (both)")
     parser.add_argument("--users", type=int, default=2000, help="distinct users in the requests")
+    parser.add_argument(
+        "--processes", type=int, default=1, help="server processes on the port (both servers)"
+    )
+    parser.add_argument(
+        "--channels", type=int, default=1, help="generator connections (spread over processes)"
+    )
     parser.add_argument("--server-arg", action="append", default=[], help="extra server flag")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -187,13 +212,21 @@ def main() -> int:
     machine["load_average_start"] = os.getloadavg()
     runs: list[dict[str, Any]] = []
     with (
-        recommender_process(args.artifacts, args.name, args.workers, args.server_arg) as server,
-        echo_server_process(workers=args.workers) as echo,
+        recommender_process(
+            args.artifacts,
+            args.name,
+            args.workers,
+            [f"--processes={args.processes}", *args.server_arg],
+        ) as server,
+        echo_server_process(workers=args.workers, processes=args.processes) as echo,
     ):
-        run_loadtest(server.target, 4, args.warmup, factory, warmup_s=0.5)  # warm every path
+        # warm every path of every replica
+        run_loadtest(server.target, 4, args.warmup, factory, warmup_s=0.5, channels=args.channels)
         for run in range(args.runs):
-            single, single_cpu, _ = measure(server, 1, args.duration, factory, args.warmup)
-            echo_single, _, _ = measure(echo, 1, args.duration, factory, args.warmup)
+            single, single_cpu, _ = measure(
+                server, 1, args.duration, factory, args.warmup, args.channels
+            )
+            echo_single, _, _ = measure(echo, 1, args.duration, factory, args.warmup, args.channels)
             # the two in-flight measurements back to back, in alternating order per run
             order = ["echo", "recommender"] if run % 2 == 0 else ["recommender", "echo"]
             loaded: dict[str, tuple[LoadTestResult, float, float]] = {}
@@ -204,6 +237,7 @@ def main() -> int:
                     args.duration,
                     factory,
                     args.warmup,
+                    args.channels,
                 )
             rec, echo_result = loaded["recommender"][0], loaded["echo"][0]
             runs.append(
@@ -287,7 +321,8 @@ def main() -> int:
         f"Serving benchmark, {machine['date']}, {machine['cpus']} CPUs ({machine['cpu']}), "
         f"load average at start {machine['load_average_start'][0]:.1f}, "
         f"median of {args.runs} runs of {args.duration:.0f} s, k={args.k}, "
-        f"{len(users)} profile users, server workers {args.workers}",
+        f"{len(users)} profile users, server workers {args.workers}, "
+        f"{args.processes} server process(es) each, {args.channels} client connection(s)",
         "",
         "| measure | value | target |",
         "|---|---|---|",

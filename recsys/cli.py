@@ -413,6 +413,7 @@ def _add_index(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    from recsys.recommend import RecommenderOptions
     from recsys_serving.server import ServerConfig, serve
 
     config = ServerConfig(
@@ -423,11 +424,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         reload_interval_s=args.reload_interval,
         grace_s=args.grace,
+        options=RecommenderOptions(tower_runtime=args.tower_runtime),
+        processes=args.processes,
     )
     try:
         serve(config, port_file=args.port_file)
     except OSError as exc:
         raise UsageError(f"{exc}; choose another --port or --host") from exc
+    except RuntimeError as exc:  # replicas that could not start or kept dying (logged)
+        print(f"recsys serve: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -490,6 +496,7 @@ def _cmd_loadtest(args: argparse.Namespace) -> int:
             factory,
             warmup_s=args.warmup,
             timeout_s=args.timeout,
+            channels=args.channels,
         )
 
     with step(
@@ -510,7 +517,7 @@ def _cmd_loadtest(args: argparse.Namespace) -> int:
 
         with (
             step("the same load against an echo gRPC server (baseline)"),
-            echo_server_process(workers=args.echo_workers) as echo,
+            echo_server_process(workers=args.echo_workers, processes=args.echo_processes) as echo,
         ):
             baseline = measure(echo.target)
         print(f"echo         {baseline.summary()}")
@@ -564,6 +571,21 @@ def _add_serving(sub: argparse._SubParsersAction) -> None:
         "--port-file",
         type=Path,
         help="write the port to this file once listening (useful with --port 0)",
+    )
+    p.add_argument(
+        "--processes",
+        type=_positive_int,
+        default=1,
+        help="server processes sharing the port, one GIL each; the kernel spreads connections "
+        "over them, each loads and hot-reloads the model, a dead one is restarted (default 1; "
+        "see BENCHMARKS.md)",
+    )
+    p.add_argument(
+        "--tower-runtime",
+        choices=("auto", "tflite", "savedmodel"),
+        default="auto",
+        help="query tower runtime: auto (default) serves a TensorFlow Lite copy when it gives "
+        "the SavedModel's embeddings on probe queries, else the SavedModel",
     )
     p.set_defaults(handler=_cmd_serve)
 
@@ -650,6 +672,19 @@ def _add_serving(sub: argparse._SubParsersAction) -> None:
         type=_positive_int,
         default=8,
         help="echo server worker threads (default 8, as `recsys serve`)",
+    )
+    p.add_argument(
+        "--echo-processes",
+        type=_positive_int,
+        default=1,
+        help="echo server processes on its port (default 1; match the server's --processes)",
+    )
+    p.add_argument(
+        "--channels",
+        type=_positive_int,
+        default=1,
+        help="connections the calls are spread over (default 1; a server with --processes N "
+        "needs at least N to use them all)",
     )
     p.set_defaults(handler=_cmd_loadtest)
 

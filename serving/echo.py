@@ -28,6 +28,7 @@ from types import FrameType
 import grpc
 
 from recsys_serving.proto import pb2, pb2_grpc
+from recsys_serving.replicas import serve_replicas
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ class EchoServicer(pb2_grpc.RecommenderServicer):
 
 
 def make_echo_server(
-    host: str = "127.0.0.1", port: int = 0, workers: int = 8
+    host: str = "127.0.0.1", port: int = 0, workers: int = 8, reuse_port: bool = False
 ) -> tuple[grpc.Server, int]:
     """An unstarted echo server bound to ``host:port``, and the bound port."""
     server = grpc.server(
@@ -97,7 +98,7 @@ def make_echo_server(
         options=[
             ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
             ("grpc.max_send_message_length", MAX_SEND_BYTES),
-            ("grpc.so_reuseport", 0),
+            ("grpc.so_reuseport", 1 if reuse_port else 0),
         ],
     )
     pb2_grpc.add_RecommenderServicer_to_server(EchoServicer(), server)
@@ -118,9 +119,13 @@ class ServerProcess:
 
 @contextmanager
 def echo_server_process(
-    workers: int = 8, startup_timeout_s: float = 30.0
+    workers: int = 8, startup_timeout_s: float = 30.0, processes: int = 1
 ) -> Iterator[ServerProcess]:
-    """Run an echo server in a child process (spawned, never forked) until the block ends."""
+    """Run an echo server in a child process (spawned, never forked) until the block ends.
+
+    With ``processes > 1`` the child supervises that many echo replicas on one port (as
+    ``recsys serve --processes``); ``pid`` is then the supervisor's.
+    """
     with tempfile.TemporaryDirectory(prefix="recsys-echo-") as tmp:
         port_file = Path(tmp) / "port"
         proc = subprocess.Popen(
@@ -130,6 +135,8 @@ def echo_server_process(
                 "recsys_serving.echo",
                 "--workers",
                 str(workers),
+                "--processes",
+                str(processes),
                 "--port-file",
                 str(port_file),
             ],
@@ -160,11 +167,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="port (default 0: any free port)")
     parser.add_argument("--workers", type=int, default=8, help="worker threads (default 8)")
     parser.add_argument("--port-file", type=Path, help="write the bound port to this file")
+    parser.add_argument("--processes", type=int, default=1, help="replicas on the port (1)")
+    parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    server, port = make_echo_server(args.host, args.port, args.workers)
+    if args.processes > 1:
+
+        def replica(port: int, port_file: Path) -> list[str]:
+            return [
+                sys.executable,
+                "-m",
+                "recsys_serving.echo",
+                f"--host={args.host}",
+                f"--port={port}",
+                f"--workers={args.workers}",
+                f"--port-file={port_file}",
+                "--reuse-port",
+            ]
+
+        return serve_replicas(replica, args.processes, args.host, args.port, args.port_file, 1.0)
+    server, port = make_echo_server(args.host, args.port, args.workers, args.reuse_port)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

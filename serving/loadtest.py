@@ -1,9 +1,11 @@
 """Load generator: C calls in flight for S seconds; QPS, latency percentiles, errors by code.
 
-One asyncio process with a ``grpc.aio`` channel keeps ``concurrency`` calls in flight (each
+One asyncio process with ``grpc.aio`` channels keeps ``concurrency`` calls in flight (each
 worker sends its next call when its last one returns: a closed loop, so at concurrency C the
-mean latency is C / throughput). Requests are built before the clock starts, so the
-generator spends its time on gRPC only. Run it against the echo server
+mean latency is C / throughput). Workers share ``channels`` connections round-robin: a server
+of several processes on one port (``--processes``) gets each connection in one process, so
+use at least as many channels as it has processes. Requests are built before the clock
+starts, so the generator spends its time on gRPC only. Run it against the echo server
 (:mod:`recsys_serving.echo`) in the same command for the baseline: the ratio of the two
 throughputs is what the service costs beyond gRPC itself on this machine.
 """
@@ -62,20 +64,28 @@ async def _run(
     requests: list[pb2.RecommendRequest],
     warmup_s: float,
     timeout_s: float,
+    num_channels: int,
 ) -> tuple[list[int], Counter[str], dict[str, float], float]:
     latencies: list[int] = []
     errors: Counter[str] = Counter()
     stage_sums = dict.fromkeys(_STAGES, 0.0)
     stage_count = 0
-    async with grpc.aio.insecure_channel(target) as channel:
-        stub = pb2_grpc.RecommenderStub(channel)
-        await asyncio.wait_for(channel.channel_ready(), timeout=max(timeout_s, 10.0))
+    # A local subchannel pool each: otherwise channels to one target share one connection.
+    channels = [
+        grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(num_channels)
+    ]
+    try:
+        stubs = [pb2_grpc.RecommenderStub(c) for c in channels]
+        for channel in channels:
+            await asyncio.wait_for(channel.channel_ready(), timeout=max(timeout_s, 10.0))
         loop_start = time.perf_counter()
         measure_from = loop_start + warmup_s
         stop_at = measure_from + duration_s
 
         async def worker(offset: int) -> None:
             nonlocal stage_count
+            stub = stubs[offset % len(stubs)]
             i = offset
             while True:
                 request = requests[i % len(requests)]
@@ -101,6 +111,9 @@ async def _run(
                 stage_count += 1
 
         await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    finally:
+        for channel in channels:
+            await channel.close()
     means = {k: v / stage_count for k, v in stage_sums.items()} if stage_count else {}
     return latencies, errors, means, duration_s
 
@@ -113,6 +126,7 @@ def run_loadtest(
     warmup_s: float = 1.0,
     timeout_s: float = 5.0,
     num_requests: int = 1024,
+    channels: int = 1,
 ) -> LoadTestResult:
     """Keep ``concurrency`` Recommend calls in flight on ``target`` for ``duration_s``.
 
@@ -120,11 +134,11 @@ def run_loadtest(
     the first ``warmup_s`` seconds are not measured. Calls that end after the window are
     not counted either, so the QPS is exact for the window.
     """
-    if concurrency <= 0 or duration_s <= 0:
-        raise ValueError("concurrency and duration must be positive")
+    if concurrency <= 0 or duration_s <= 0 or channels <= 0:
+        raise ValueError("concurrency, duration and channels must be positive")
     requests = [request_factory(i) for i in range(num_requests)]
     latencies, errors, stages, window = asyncio.run(
-        _run(target, concurrency, duration_s, requests, warmup_s, timeout_s)
+        _run(target, concurrency, duration_s, requests, warmup_s, timeout_s, channels)
     )
     ms = np.asarray(latencies, dtype=np.float64) / 1e6
     if ms.size == 0:

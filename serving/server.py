@@ -36,8 +36,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from recsys.artifacts import ArtifactError, resolve_version
+from recsys.query_tower import RUNTIMES
 from recsys.recommend import ModelLoadError, Recommender, RecommenderOptions
 from recsys_serving.proto import SERVICE_NAME, pb2_grpc
+from recsys_serving.replicas import serve_replicas
 from recsys_serving.servicer import ModelSlot, RecommenderServicer
 
 log = logging.getLogger(__name__)
@@ -64,12 +66,17 @@ class ServerConfig:
     # wake-up costs more than the tiny query tower on a busy 2-core machine)
     tf_inter_op_threads: int = -1
     options: RecommenderOptions = field(default_factory=RecommenderOptions)
+    # >1: that many server processes share the port (recsys_serving.replicas)
+    processes: int = 1
+    reuse_port: bool = False  # set in each replica: share the port the supervisor reserved
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in 0..65535, got {self.port}")
         if self.workers <= 0:
             raise ValueError(f"workers must be positive, got {self.workers}")
+        if self.processes <= 0:
+            raise ValueError(f"processes must be positive, got {self.processes}")
         if self.reload_interval_s <= 0:
             raise ValueError(f"reload interval must be positive, got {self.reload_interval_s}")
 
@@ -114,7 +121,8 @@ class RecommenderServer:
             options=[
                 ("grpc.max_receive_message_length", config.max_receive_bytes),
                 ("grpc.max_send_message_length", config.max_send_bytes),
-                ("grpc.so_reuseport", 0),  # a taken port is an error, not a silent share
+                # A taken port is an error, not a silent share, except among our replicas.
+                ("grpc.so_reuseport", 1 if config.reuse_port else 0),
             ],
         )
         pb2_grpc.add_RecommenderServicer_to_server(RecommenderServicer(self.slot), server)
@@ -262,8 +270,21 @@ def serve(config: ServerConfig, port_file: Path | None = None) -> None:
     """Run the server until SIGTERM or SIGINT, then stop gracefully (main thread only).
 
     ``port_file``: written (atomically) with the bound port once the server listens, for
-    callers that asked for port 0.
+    callers that asked for port 0. With ``config.processes > 1`` this process supervises
+    that many replica processes on one port instead (:mod:`recsys_serving.replicas`).
     """
+    if config.processes > 1:
+        code = serve_replicas(
+            lambda port, replica_port_file: replica_command(config, port, replica_port_file),
+            config.processes,
+            config.host,
+            config.port,
+            port_file,
+            config.grace_s,
+        )
+        if code != 0:
+            raise RuntimeError("the server replicas failed; see the log above")
+        return
     server = RecommenderServer(config)
     stop_requested = threading.Event()
 
@@ -284,6 +305,29 @@ def serve(config: ServerConfig, port_file: Path | None = None) -> None:
         server.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def replica_command(config: ServerConfig, port: int, port_file: Path) -> list[str]:
+    """The command line of one replica of ``config`` on the shared ``port``."""
+    options = config.options
+    return [
+        sys.executable,
+        "-m",
+        "recsys_serving.server",
+        f"--artifacts={config.artifacts}",
+        f"--name={config.name}",
+        f"--host={config.host}",
+        f"--port={port}",
+        "--reuse-port",
+        f"--port-file={port_file}",
+        f"--workers={config.workers}",
+        f"--reload-interval={config.reload_interval_s}",
+        f"--grace={config.grace_s}",
+        f"--max-batch={options.max_batch}",
+        f"--tower-runtime={options.tower_runtime}",
+        f"--tf-intra-op-threads={config.tf_intra_op_threads}",
+        f"--tf-inter-op-threads={config.tf_inter_op_threads}",
+    ]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -313,7 +357,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--grace", type=float, default=10.0, metavar="S", help="drain time on SIGTERM (default 10)"
     )
     parser.add_argument("--port-file", type=Path, help="write the bound port to this file")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="server processes sharing the port, one GIL each (default 1; see BENCHMARKS.md)",
+    )
+    parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     tuning = parser.add_argument_group("tuning (defaults measured on 2 cores)")
+    tuning.add_argument(
+        "--tower-runtime",
+        choices=RUNTIMES,
+        default="auto",
+        help="query tower: TensorFlow Lite when it matches the SavedModel (auto), or force one",
+    )
     tuning.add_argument(
         "--max-batch",
         type=int,
@@ -342,8 +399,11 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         tf_intra_op_threads=getattr(args, "tf_intra_op_threads", 1),
         tf_inter_op_threads=getattr(args, "tf_inter_op_threads", -1),
         options=RecommenderOptions(
-            max_batch=getattr(args, "max_batch", RecommenderOptions.max_batch)
+            max_batch=getattr(args, "max_batch", RecommenderOptions.max_batch),
+            tower_runtime=getattr(args, "tower_runtime", "auto"),
         ),
+        processes=getattr(args, "processes", 1),
+        reuse_port=getattr(args, "reuse_port", False),
     )
 
 
@@ -354,10 +414,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     add_arguments(parser)
     args = parser.parse_args(argv)
+    replica = " [pid %(process)d]" if args.reuse_port else ""
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=logging.INFO, format=f"%(asctime)s %(levelname)s %(name)s{replica}: %(message)s"
     )
-    serve(config_from_args(args), port_file=args.port_file)
+    try:
+        serve(config_from_args(args), port_file=args.port_file)
+    except (OSError, RuntimeError) as exc:
+        log.error("%s", exc)
+        return 1
     return 0
 
 

@@ -1,0 +1,139 @@
+"""Several server processes on one port: all answer, a dead one is replaced, SIGTERM stops all."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from recsys.context import RequestContext
+from recsys.recommend import Recommender
+from recsys_serving.proto import pb2, pb2_grpc
+from recsys_serving.replicas import ReplicaError, ReplicaSet, reserve_port
+
+REQUEST_TIME = 1_800_000_000
+
+
+def _children(pid: int) -> set[int]:
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            found.update(int(c) for c in (task / "children").read_text().split())
+    return found
+
+
+def _wait_for(condition: object, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_two_replicas_share_the_port_and_answer_like_the_library(
+    trained_artifact: Path, tmp_path: Path
+) -> None:
+    artifacts = tmp_path / "artifacts"
+    shutil.copytree(
+        trained_artifact.parent,
+        artifacts / "tiny",
+        ignore=shutil.ignore_patterns(".work", ".tmp-*"),
+    )
+    port_file = tmp_path / "port"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "recsys_serving.server",
+            f"--artifacts={artifacts}",
+            "--name=tiny",
+            "--processes=2",
+            f"--port-file={port_file}",
+            "--grace=2",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        _wait_for(lambda: port_file.exists() or proc.poll() is not None, 300, "the port file")
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        replicas = _children(proc.pid)
+        assert len(replicas) == 2
+        target = f"127.0.0.1:{port_file.read_text().strip()}"
+        library = Recommender.load(trained_artifact)
+        assert library.profiles is not None
+        users = [library.profiles.user_id_at(row) for row in range(12)]
+
+        def call_everyone() -> None:
+            # One connection per channel (local subchannel pools): the kernel spreads them.
+            for user in users:
+                options = [("grpc.use_local_subchannel_pool", 1)]
+                with grpc.insecure_channel(target, options=options) as channel:
+                    stub = pb2_grpc.RecommenderStub(channel)
+                    request = pb2.RecommendRequest(user_id=user, k=5, request_time=REQUEST_TIME)
+                    reply = stub.Recommend(request, timeout=30)
+                want = library.recommend(RequestContext(request_time=REQUEST_TIME), user, 5)
+                assert [i.item_id for i in reply.items] == [i.item_id for i in want.items]
+
+        call_everyone()
+        victim = min(replicas)
+        os.kill(victim, signal.SIGKILL)  # a crashed replica is replaced
+        _wait_for(lambda: len(_children(proc.pid) - {victim}) == 2, 300, "a new replica")
+        # the new replica needs its model before it listens; the survivor serves meanwhile
+        call_everyone()
+        survivors = _children(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, stderr[-3000:]
+    assert "restarting" in stderr
+    assert not any(_alive(pid) for pid in survivors)
+
+
+def test_replicas_that_keep_dying_stop_the_service(tmp_path: Path) -> None:
+    script = "import pathlib, sys; pathlib.Path(sys.argv[1]).write_text('x'); sys.exit(3)"
+    replicas = ReplicaSet(lambda port, pf: [sys.executable, "-c", script, str(pf)], 2)
+    replicas.start()  # they "listen" (write their port files), then die
+
+    def supervise(timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            replicas.check()
+            time.sleep(0.1)
+
+    with pytest.raises(ReplicaError, match="replicas died 4 times"):
+        supervise(60)
+    assert not any(_alive(pid) for pid in replicas.pids())  # stop() reaped every replica
+
+
+def test_a_port_in_use_without_reuse_is_a_clear_error() -> None:
+    import socket
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        with pytest.raises(OSError, match=r"cannot reserve 127\.0\.0\.1:\d+"):
+            reserve_port("127.0.0.1", taken.getsockname()[1])
+    finally:
+        taken.close()
