@@ -4,8 +4,11 @@ The feature ladder adds query inputs one group at a time (watches only; + search
 + example age; + demographics; + recency, where the base config uses it) at the base
 model's depth; the depth sweep trains every query input at depths 0..3 (0: one linear
 layer; then 256, 512-256, 1024-512-256 ReLU layers before the embedding layer, as in the
-paper). Each variant is trained by :func:`recsys_training.job.train` on the same data and
-split for a small epoch budget and scored on the same evaluation queries as the main model.
+paper). The "training" group takes one thing away from the base model at a time (the logQ
+correction, the example age; the freshness term where the base uses it), next to the base
+model itself trained on the same budget. Each variant is trained by
+:func:`recsys_training.job.train` on the same data and split for a small epoch budget and
+scored on the same evaluation queries as the main model.
 The "+ searches" and "+ example age" variants differ only in the example-age input, so
 their predicted watch share by video age is the paper's Figure 4.
 """
@@ -49,6 +52,13 @@ FEATURE_LADDER: tuple[tuple[str, dict[str, bool]], ...] = (
     ("+ recency (all features)", {"use_recency": True}),
 )
 DEPTH_WIDTHS: tuple[tuple[int, ...], ...] = ((), (256,), (512, 256), (1024, 512, 256))
+# (label, the base config's toggle switched off); each only where the base has it on.
+WITHOUT: tuple[tuple[str, str], ...] = (
+    ("without logQ correction", "logq_correction"),
+    ("without example age", "use_example_age"),
+    ("without freshness", "freshness"),
+)
+BASE_MODEL = "base model"
 WITHOUT_EXAMPLE_AGE = "+ searches"
 WITH_EXAMPLE_AGE = "+ example age"
 
@@ -85,7 +95,8 @@ def depth_layers(depth: int, embedding_dim: int) -> tuple[int, ...]:
 
 
 def figure6_variants(base: ModelConfig) -> list[Variant]:
-    """The feature ladder at ``base``'s depth, then depths 0..3 with ``base``'s inputs.
+    """The feature ladder at ``base``'s depth, depths 0..3 with ``base``'s inputs, then
+    ``base`` itself and ``base`` without each of :data:`WITHOUT` (group "training").
 
     A step whose input the base config does not use is skipped (its toggle stays off).
     """
@@ -104,6 +115,11 @@ def figure6_variants(base: ModelConfig) -> list[Variant]:
         variants.append(
             Variant(f"depth {depth}", "depth", model, depth=depth, inputs=_inputs(model))
         )
+    variants.append(Variant(BASE_MODEL, "training", base, inputs=_inputs(base)))
+    for label, toggle in WITHOUT:
+        if getattr(base, toggle):
+            model = dataclasses.replace(base, **{toggle: False})  # type: ignore[arg-type]
+            variants.append(Variant(label, "training", model, inputs=_inputs(model)))
     return variants
 
 
