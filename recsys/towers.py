@@ -190,7 +190,8 @@ class QueryTower(tf.keras.Model):
     (history's last entry), ``last_search_tokens [B, L]`` and ``since_last_watch,
     since_last_search [B]`` minutes. ``use_searches``, ``use_demographics``,
     ``use_example_age`` and ``use_recency`` switch groups off; switched-off features are not
-    read and may be absent.
+    read and may be absent. With ``freshness`` the last coordinate is a learned constant
+    sine, the query's half of the freshness term; the rest is :meth:`main`.
     """
 
     def __init__(
@@ -301,7 +302,9 @@ class CandidateTower(tf.keras.Model):
     ``title_tokens [B, T]`` (0-padded, averaged), ``upload_age [B]`` days, and, when
     ``sizes.content_dim`` is set and ``use_content_embedding`` is on, ``content_embedding
     [B, content_dim]`` through a linear projection. Content features let a video nobody has
-    watched yet (OOV id) still get a useful embedding.
+    watched yet (OOV id) still get a useful embedding. With ``freshness``, ``upload_age`` is
+    read whatever ``use_content`` says and sets only the last coordinate
+    (:class:`FreshnessCurve`); the rest is :meth:`main`, scaled to keep the row unit.
     """
 
     def __init__(
