@@ -178,7 +178,7 @@ class FreshnessCurve(tf.keras.layers.Layer):
         bucket = tf.raw_ops.Bucketize(
             input=age, boundaries=[float(e) for e in FRESHNESS_EDGES_DAYS]
         )
-        return tf.tanh(tf.gather(self.values, bucket))
+        return tf.tanh(tf.gather(tf.cast(self.values, tf.float32), bucket))
 
 
 class QueryTower(tf.keras.Model):
@@ -239,7 +239,7 @@ class QueryTower(tf.keras.Model):
 
     def freshness_sine(self) -> tf.Tensor:
         """The sine of every query's freshness coordinate (a learned scalar)."""
-        return tf.tanh(self.freshness_weight)
+        return tf.tanh(tf.cast(self.freshness_weight, tf.float32))
 
     def call(self, features: Features, training: bool | None = None) -> tf.Tensor:
         """``features`` (dict of ``[B, ...]`` tensors) -> ``[B, embedding_dim]`` float32."""
@@ -346,7 +346,8 @@ class CandidateTower(tf.keras.Model):
             _main_layers(config, config.candidate_layers), config.dropout, "candidate_dense"
         )
         if config.freshness:
-            self.freshness = FreshnessCurve(name="freshness")
+            # float32 under mixed precision too: its output goes straight into the logits.
+            self.freshness = FreshnessCurve(name="freshness", dtype="float32")
 
     def call(self, features: Features, training: bool | None = None) -> tf.Tensor:
         """``features`` (dict of ``[B, ...]`` tensors) -> ``[B, embedding_dim]`` float32."""

@@ -213,12 +213,18 @@ def test_uniform_negatives_need_a_corpus() -> None:
         )
 
 
-@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
-def test_mixed_precision_trains(world: tuple[Batch, Batch, Batch, np.ndarray], policy: str) -> None:
+@pytest.mark.parametrize(
+    ("policy", "freshness"),
+    [("mixed_float16", False), ("mixed_bfloat16", False), ("mixed_float16", True)],
+)
+def test_mixed_precision_trains(
+    world: tuple[Batch, Batch, Batch, np.ndarray], policy: str, freshness: bool
+) -> None:
     catalog, train, _, _ = world
     tf.keras.mixed_precision.set_global_policy(policy)
     try:
-        model, losses = _fit(CONFIG, catalog, train, epochs=1, steps=2)
+        config = dataclasses.replace(CONFIG, freshness=freshness)
+        model, losses = _fit(config, catalog, train, epochs=1, steps=2)
         loss_scaled = isinstance(model.optimizer, tf.keras.mixed_precision.LossScaleOptimizer)
         assert loss_scaled == (policy == "mixed_float16")  # float16 needs loss scaling
         assert model.query_tower.compute_dtype == policy.removeprefix("mixed_")
