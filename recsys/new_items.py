@@ -227,6 +227,70 @@ def upload_age_days(upload_time: np.ndarray, reference_time: int) -> np.ndarray:
     return (np.maximum(age_s, 0) / SECONDS_PER_DAY).astype(np.float32)
 
 
+class CandidateEmbedder:
+    """A catalog embedded by the candidate SavedModel's raw signature, at any reference time.
+
+    The string features (``item_id``, ``channel``, ``category``, ``title``; "" for unknown),
+    upload times and content embeddings are fixed; :meth:`__call__` gives the embeddings with
+    each video's upload age at ``reference_time`` (the model is loaded once).
+    """
+
+    def __init__(
+        self,
+        candidate_model: Path,
+        strings: dict[str, np.ndarray],
+        upload_time: np.ndarray,
+        content_embedding: np.ndarray | None,
+        batch_size: int = DEFAULT_EMBED_BATCH,
+    ) -> None:
+        """Load ``candidate_model`` and check it takes exactly the features given."""
+        import tensorflow as tf
+
+        from recsys.export import CANDIDATE_SIGNATURE
+
+        self._loaded = tf.saved_model.load(str(candidate_model))
+        self._serve = self._loaded.signatures[CANDIDATE_SIGNATURE]
+        self._wanted = sorted(self._serve.structured_input_signature[1])
+        wants_content = CONTENT_COLUMN in self._wanted
+        if wants_content != (content_embedding is not None):
+            raise ArtifactIndexError(
+                f"{candidate_model}: the candidate model "
+                f"{'takes' if wants_content else 'has no'} content_embedding input, but "
+                "config.json content_dim says otherwise: the artifact is inconsistent"
+            )
+        self._inputs: dict[str, np.ndarray] = {n: strings[n] for n in STRING_FEATURES}
+        if content_embedding is not None:
+            self._inputs[CONTENT_COLUMN] = np.asarray(content_embedding, dtype=np.float32)
+        unknown = sorted(set(self._wanted) - set(self._inputs) - {"upload_age"})
+        if unknown:
+            raise ArtifactIndexError(
+                f"{candidate_model}: the candidate model's {CANDIDATE_SIGNATURE} signature "
+                f"takes inputs {unknown} that a canonical items file does not provide"
+            )
+        self._upload_time = np.asarray(upload_time, dtype=np.int64)
+        self._batch_size = batch_size
+
+    def __len__(self) -> int:
+        """Videos in the catalog."""
+        return len(self._upload_time)
+
+    def __call__(self, reference_time: int, progress: ProgressFn | None = None) -> np.ndarray:
+        """Candidate embeddings ``[n, d]`` with upload ages at ``reference_time``."""
+        import tensorflow as tf
+
+        inputs = dict(self._inputs, upload_age=upload_age_days(self._upload_time, reference_time))
+        outputs = []
+        total = len(self)
+        for start in range(0, total, self._batch_size):
+            stop = min(total, start + self._batch_size)
+            feeds = {name: tf.constant(inputs[name][start:stop]) for name in self._wanted}
+            out = self._serve(**feeds)["candidate_embedding"].numpy()
+            outputs.append(out.astype(np.float32))
+            if progress is not None:
+                progress(stop, total)
+        return np.concatenate(outputs) if outputs else np.zeros((0, 0), dtype=np.float32)
+
+
 def embed_new_items(
     candidate_model: Path,
     items: NewItems,
@@ -236,50 +300,24 @@ def embed_new_items(
     progress: ProgressFn | None = None,
 ) -> np.ndarray:
     """Candidate embeddings `[n, d]` of `items` from the SavedModel's raw `serving_default`."""
-    import tensorflow as tf
-
-    from recsys.export import CANDIDATE_SIGNATURE
-
     started = time.perf_counter()
-    loaded = tf.saved_model.load(str(candidate_model))
-    serve = loaded.signatures[CANDIDATE_SIGNATURE]
-    wanted = sorted(serve.structured_input_signature[1])
-    wants_content = CONTENT_COLUMN in wanted
-    if wants_content != (items.content_embedding is not None):
-        raise ArtifactIndexError(
-            f"{candidate_model}: the candidate model {'takes' if wants_content else 'has no'} "
-            "content_embedding input, but config.json content_dim says otherwise: the "
-            "artifact is inconsistent"
-        )
-    loaded_s = time.perf_counter() - started
     # Unknown channel, category or title is "" for the model, as at export.
-    inputs: dict[str, np.ndarray] = {
+    strings = {
         name: np.asarray(pc.fill_null(items.table.column(name), "").to_pylist(), dtype=object)
         for name in STRING_FEATURES
     }
-    inputs["upload_age"] = upload_age_days(
-        items.table.column("upload_time").to_numpy(), reference_time
+    embedder = CandidateEmbedder(
+        candidate_model,
+        strings,
+        items.table.column("upload_time").to_numpy(),
+        items.content_embedding,
+        batch_size,
     )
-    if items.content_embedding is not None:
-        inputs[CONTENT_COLUMN] = items.content_embedding
-    unknown = sorted(set(wanted) - set(inputs))
-    if unknown:
-        raise ArtifactIndexError(
-            f"{candidate_model}: the candidate model's {CANDIDATE_SIGNATURE} signature takes "
-            f"inputs {unknown} that a canonical items file does not provide"
-        )
-    outputs = []
-    total = len(items)
-    for start in range(0, total, batch_size):
-        stop = min(total, start + batch_size)
-        feeds = {name: tf.constant(inputs[name][start:stop]) for name in wanted}
-        outputs.append(serve(**feeds)["candidate_embedding"].numpy().astype(np.float32))
-        if progress is not None:
-            progress(stop, total)
-    embeddings = np.concatenate(outputs)
+    loaded_s = time.perf_counter() - started
+    embeddings = embedder(reference_time, progress)
     logger.info(
         "embedded %d new videos with %s in %.2f s (model load %.2f s)",
-        total,
+        len(items),
         candidate_model,
         time.perf_counter() - started,
         loaded_s,

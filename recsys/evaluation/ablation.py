@@ -29,7 +29,7 @@ from recsys import features as F
 from recsys.config import Config, ModelConfig
 from recsys.evaluation import metrics as M
 from recsys.evaluation.evaluate import ArtifactModel, model_features, predicted_age_share
-from recsys.examples import LABEL_TIME
+from recsys.examples import LABEL_TIME, load_catalog
 from recsys.splits import Split
 from recsys.vocab import Vocabularies
 
@@ -166,6 +166,7 @@ def run_ablation(
     )
     labels = np.asarray(queries[F.ITEM_INDEX], dtype=np.int64)
     times = np.asarray(queries[LABEL_TIME], dtype=np.int64)
+    _, items_df, content = load_catalog(data)
     rows: list[dict[str, Any]] = []
     curves: dict[str, dict[str, Any]] = {}
     done: dict[ModelConfig, dict[str, Any]] = {}
@@ -203,7 +204,7 @@ def run_ablation(
             raise RuntimeError("ablation must run on the chief worker")
         model = ArtifactModel(result.version_dir)
         q_emb = model.query_embeddings(model_features(queries, examples_vocab, model))
-        ranked = model.rank_exact(q_emb, max(ks))
+        ranked = model.rank_exact(q_emb, times, items_df, content, max(ks))
         per_query = M.per_query_metrics(ranked, labels, ks)
         summary = {
             name: {str(k): float(per_query[f"{name}@{k}"].mean()) for k in ks}

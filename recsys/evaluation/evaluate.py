@@ -73,6 +73,7 @@ class ArtifactModel:
         raw = json.loads((self.version_dir / "config.json").read_text())
         self.config = Config.from_dict(raw["config"], str(self.version_dir / "config.json"))
         self.reference_time = int(raw["reference_time"])
+        self.content_dim: int | None = raw.get("content_dim")  # None: no content input
         self.temperature = float(self.config.model.temperature)
         self.items = pq.read_table(self.version_dir / "items.parquet").to_pandas()
         self.item_embeddings = np.load(
@@ -126,12 +127,40 @@ class ArtifactModel:
             return np.zeros((0, self.item_embeddings.shape[1]), dtype=np.float32)
         return np.concatenate(chunks).astype(np.float32)
 
-    def rank_exact(self, query_embeddings: np.ndarray, k: int) -> np.ndarray:
-        """Exact top-``k`` catalog rows ``[n, k]`` over every item embedding."""
-        from recsys.index import exact_top_k
+    def rank_exact(
+        self,
+        query_embeddings: np.ndarray,
+        query_times: np.ndarray,
+        items: pd.DataFrame,
+        content: np.ndarray | None,
+        k: int,
+    ) -> np.ndarray:
+        """Exact top-``k`` catalog rows ``[n, k]``, the catalog as it stood each query's day.
 
-        rows, _ = exact_top_k(query_embeddings, self.item_embeddings, k)
-        return rows
+        Every video is embedded by the candidate SavedModel with its upload age at the start
+        of the query's UTC day, and videos uploaded after that are left out
+        (:func:`recsys.ranking.rank_by_day`): what an index rebuilt daily would serve, and
+        the training job's validation protocol. (``item_embeddings.npy`` holds the catalog
+        at the training cut-off only: it would give every later upload age 0 and rank
+        videos not yet uploaded.)
+        """
+        from recsys.new_items import CandidateEmbedder
+        from recsys.ranking import rank_by_day
+
+        strings = {
+            name: items[name].fillna("").astype(str).to_numpy(dtype=object)
+            for name in ("item_id", "channel", "category", "title")
+        }
+        upload = items["upload_time"].to_numpy(np.int64)
+        wants_content = self.content_dim is not None and content is not None
+        embed = CandidateEmbedder(
+            self.version_dir / "candidate_model",
+            strings,
+            upload,
+            content if wants_content else None,
+            batch_size=8192,
+        )
+        return rank_by_day(query_embeddings, query_times, embed, upload, k)
 
     def rank_served(self, query_embeddings: np.ndarray, k: int) -> tuple[np.ndarray, str] | None:
         """Top-``k`` rows ``[n, k]`` from the served index, and its kind; None without one."""
@@ -609,7 +638,7 @@ def evaluate(
     with step(f"preparing {eval_split.name}-split evaluation examples"):
         examples_dir = prepare_evaluation_examples(model, data, eval_split, work, progress)
     examples_vocab = Vocabularies.load(examples_dir / VOCAB_FILE)
-    users_df, items_df, _ = load_catalog(data)
+    users_df, items_df, item_content = load_catalog(data)
     if not np.array_equal(
         items_df["item_id"].astype(str).to_numpy(), model.items["item_id"].astype(str).to_numpy()
     ):
@@ -645,7 +674,9 @@ def evaluate(
             model_features(queries, examples_vocab, model),
             progress=Progress("query embeddings", "queries", enabled=progress),
         )
-    ranked["model_exact"] = model.rank_exact(q_emb, k_max)
+    ranked["model_exact"] = model.rank_exact(
+        q_emb, queries[LABEL_TIME].astype(np.int64), items_df, item_content, k_max
+    )
     timer("model_exact", t)
     t = time.perf_counter()
     served = model.rank_served(q_emb, k_max)
@@ -681,7 +712,9 @@ def evaluate(
                 )
             t = time.perf_counter()
             c_emb = compare.query_embeddings(model_features(queries, examples_vocab, compare))
-            ranked["compare_exact"] = compare.rank_exact(c_emb, k_max)
+            ranked["compare_exact"] = compare.rank_exact(
+                c_emb, queries[LABEL_TIME].astype(np.int64), items_df, item_content, k_max
+            )
             timer("compare_exact", t)
 
     # ---- baselines

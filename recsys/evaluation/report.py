@@ -110,7 +110,11 @@ def _headline_blocks(result: Mapping[str, Any]) -> list[Block]:
         blocks.append(
             Block(
                 "p",
-                "Index recall: the share of the exact top-K that the served index also returns.",
+                "Index recall: the share of the exact top-K that the served index also returns. "
+                "The served index holds the catalog embedded at the training cut-off (upload "
+                "ages frozen then, later uploads included); exact search embeds the catalog as "
+                "it stood on each query's day, so the difference is the index's approximation "
+                "plus its staleness (rebuild the index daily to remove the latter).",
             )
         )
     headers = ["Method"]
@@ -296,8 +300,10 @@ HOW_TO_READ = [
     "recommender on this data (shown only for synthetic worlds).",
     "Coverage@K: share of the catalog recommended to anyone. Popularity pct: a model far above "
     "the true next watches' value over-recommends popular videos.",
-    "Served index vs exact: the recall the approximate index (ScaNN) loses against exact "
-    "search over the same embeddings.",
+    "Model (exact search): every video embedded by the candidate tower with its upload age at "
+    "the start of the query's day, videos not yet uploaded then left out, exact dot products "
+    "(the training job's validation protocol). Served index vs exact: the recall the served "
+    "index (ScaNN over the embeddings frozen at export) loses against that.",
     f"Every number here is the value in metrics.json, rounded to {DECIMALS} decimals.",
 ]
 
