@@ -759,9 +759,10 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--ablation",
         action="store_true",
-        help="also train the Figure 6 variants (feature ladder, depth 0-3) with the training "
-        "job and report them, with the Figure 4 example-age comparison (slow: one training "
-        "run per variant)",
+        help="also train the Figure 6 variants (feature ladder, depth 0-3) and the base model "
+        "without logQ correction, without example age and without the freshness term, with "
+        "the training job, and report them with the Figure 4 example-age comparison (slow: "
+        "one training run per variant)",
     )
     p.add_argument(
         "--ablation-epochs",
