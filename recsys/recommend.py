@@ -19,14 +19,10 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from recsys.artifacts import ArtifactError, Manifest, verify_artifact
 from recsys.config import Config
@@ -34,15 +30,49 @@ from recsys.context import RequestContext, encode_request
 from recsys.index import Index, IndexLoadError, ScannIndex, load_index
 from recsys.profiles import PROFILES_FILE, ProfileError, Profiles
 from recsys.query_tower import (
-    RUNTIMES,
     TFLITE_FILE,
     QueryTower,
     QueryTowerBatcher,
-    Runtime,
     TowerLoadError,
     load_query_tower,
 )
+from recsys.request import (
+    MAX_K,
+    ModelInfo,
+    ModelLoadError,
+    RecommendedItem,
+    RecommenderOptions,
+    RecommendResult,
+    SimilarItem,
+    StageTimings,
+    UnknownItemError,
+    UnknownUserError,
+    has_context,
+    merge_context,
+    softmax,
+    watched_before,
+)
+from recsys.served_catalog import CatalogLoadError, ServedCatalog, in_sorted, read_served_catalog
 from recsys.vocab import Vocabularies
+
+# The request types are re-exported: callers import everything serving needs from here.
+__all__ = [
+    "MAX_K",
+    "ModelInfo",
+    "ModelLoadError",
+    "RecommendResult",
+    "RecommendedItem",
+    "Recommender",
+    "RecommenderOptions",
+    "SimilarItem",
+    "StageTimings",
+    "UnknownItemError",
+    "UnknownUserError",
+    "has_context",
+    "merge_context",
+    "softmax",
+    "watched_before",
+]
 
 log = logging.getLogger(__name__)
 
@@ -52,241 +82,6 @@ QUERY_MODEL_DIR = "query_model"
 INDEX_DIR = "index"
 ITEMS_FILE = "items.parquet"
 EMBEDDINGS_FILE = "item_embeddings.npy"
-MAX_K = 1000
-
-
-class ModelLoadError(Exception):
-    """An artifact version cannot be served: names the file and what is wrong."""
-
-
-class UnknownUserError(LookupError):
-    """A request named a user without a profile and gave no context."""
-
-
-class UnknownItemError(LookupError):
-    """A request named a video that is not in the model's catalog."""
-
-
-@dataclass(frozen=True)
-class RecommenderOptions:
-    """Serving knobs; the defaults are what the benchmark measured.
-
-    The scored set's target size is ``C = max(overfetch * k, min_candidates)``; the index is
-    asked for C plus the number of excluded videos, more while filters leave fewer than C.
-    ``leaves_to_search`` / ``reorder_k`` override the ScaNN index's tuned defaults (None:
-    keep them). ``max_batch`` caps how many concurrent queries share one query-tower call.
-    ``tower_runtime``: see :func:`recsys.query_tower.load_query_tower` ("auto": TensorFlow
-    Lite when it gives the SavedModel's embeddings, else the SavedModel).
-    """
-
-    overfetch: int = 4
-    min_candidates: int = 100
-    max_k: int = MAX_K
-    leaves_to_search: int | None = None
-    reorder_k: int | None = None
-    max_batch: int = 32
-    tower_runtime: Runtime = "auto"
-
-    def __post_init__(self) -> None:
-        for name in ("overfetch", "min_candidates", "max_k", "max_batch"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"RecommenderOptions.{name} must be positive")
-        if self.tower_runtime not in RUNTIMES:
-            raise ValueError(
-                f"RecommenderOptions.tower_runtime must be one of {RUNTIMES}, "
-                f"got {self.tower_runtime!r}"
-            )
-
-    def num_candidates(self, k: int) -> int:
-        """C, the target size of the scored set for a request of ``k`` items."""
-        return max(self.overfetch * k, self.min_candidates)
-
-
-class RecommendedItem(NamedTuple):
-    """One recommended video: ``logit`` = q·v, ``probability`` over the scored set.
-
-    A NamedTuple rather than a dataclass: a reply holds up to 1000 of them, and a tuple is
-    built several times faster.
-    """
-
-    item_id: str
-    title: str
-    category: str
-    logit: float
-    probability: float
-
-
-@dataclass(frozen=True)
-class StageTimings:
-    """Milliseconds spent per stage of one request (inside the library)."""
-
-    context_ms: float = 0.0
-    query_tower_ms: float = 0.0
-    index_ms: float = 0.0
-    rescoring_ms: float = 0.0
-    total_ms: float = 0.0
-
-
-@dataclass(frozen=True)
-class RecommendResult:
-    """Ranked items (best first) and how they were obtained."""
-
-    items: tuple[RecommendedItem, ...]
-    model_name: str
-    model_version: str
-    num_candidates_scored: int
-    unknown_videos: int
-    used_profile: bool
-    timings: StageTimings
-
-
-class SimilarItem(NamedTuple):
-    """A video near another: ``score`` is the dot product of their candidate embeddings."""
-
-    item_id: str
-    title: str
-    category: str
-    score: float
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What is being served."""
-
-    model_name: str
-    model_version: str
-    created_at: str
-    loaded_at: str
-    embedding_dim: int
-    num_items: int
-    num_profiles: int
-    temperature: float
-    index_kind: str
-    index_config: dict[str, Any]
-    data_fingerprint: str
-    metrics: dict[str, Any]
-    artifact_path: str
-
-
-def has_context(ctx: RequestContext | None) -> bool:
-    """Whether ``ctx`` says anything about the user (request_time alone does not)."""
-    if ctx is None:
-        return False
-    return bool(ctx.watch_history or ctx.searches) or any(
-        v is not None for v in (ctx.country, ctx.region, ctx.age, ctx.gender)
-    )
-
-
-def merge_context(profile: RequestContext | None, ctx: RequestContext | None) -> RequestContext:
-    """The profile with every field the explicit ``ctx`` sets replacing the profile's.
-
-    A non-empty ``watch_history`` replaces the profile's history with its times (likewise
-    ``searches``); scalars replace when not None.
-    """
-    base = profile or RequestContext()
-    if ctx is None:
-        return dataclasses.replace(base)
-    history = bool(ctx.watch_history)
-    searches = bool(ctx.searches)
-    return RequestContext(
-        watch_history=ctx.watch_history if history else base.watch_history,
-        watch_times=ctx.watch_times if history else base.watch_times,
-        searches=ctx.searches if searches else base.searches,
-        search_times=ctx.search_times if searches else base.search_times,
-        country=ctx.country if ctx.country is not None else base.country,
-        region=ctx.region if ctx.region is not None else base.region,
-        age=ctx.age if ctx.age is not None else base.age,
-        gender=ctx.gender if ctx.gender is not None else base.gender,
-        request_time=ctx.request_time if ctx.request_time is not None else base.request_time,
-    )
-
-
-def watched_before(ctx: RequestContext, moment: int) -> list[str]:
-    """History ids that count at ``moment`` (all without times; else strictly before it)."""
-    if ctx.watch_times is None:
-        return list(ctx.watch_history)
-    return [v for v, t in zip(ctx.watch_history, ctx.watch_times, strict=True) if t < moment]
-
-
-def softmax(logits: np.ndarray, temperature: float) -> np.ndarray:
-    """``exp(logits / T)`` normalised over ``logits: [n]``; float64, stable for any T > 0."""
-    scaled = np.asarray(logits, dtype=np.float64) / temperature
-    if scaled.size == 0:
-        return scaled
-    weights = np.exp(scaled - scaled.max())
-    return weights / weights.sum()
-
-
-@dataclass
-class _Catalog:
-    """The served videos, row-aligned with ``item_embeddings.npy``."""
-
-    ids: np.ndarray  # object [num_items]: the id strings (shared with row_of's keys)
-    titles: np.ndarray  # object [num_items]: str, "" for a missing title
-    row_of: dict[str, int]
-    category_rows: dict[str, np.ndarray]
-    category_code: np.ndarray  # int32 [num_items]: index into category_names, -1 for none
-    category_names: list[str]
-
-    def rows(self, ids: Iterable[str]) -> np.ndarray:
-        """Rows of known ``ids`` (unknown ones are left out): int64 [m]."""
-        get = self.row_of.get
-        found = [r for r in (get(i) for i in ids) if r is not None]
-        return np.asarray(found, dtype=np.int64)
-
-    def rows_or_missing(self, ids: np.ndarray) -> np.ndarray:
-        """Row of every id in ``ids`` (-1 for ids not in the catalog): int64 [len(ids)]."""
-        get = self.row_of.get
-        return np.fromiter((get(i, -1) for i in ids.tolist()), dtype=np.int64, count=len(ids))
-
-    def describe(self, rows: np.ndarray) -> tuple[list[str], list[str], list[str]]:
-        """Ids, titles and categories of ``rows`` ("" for a missing title or category)."""
-        names = self.category_names
-        return (
-            self.ids[rows].tolist(),
-            self.titles[rows].tolist(),
-            [names[c] if c >= 0 else "" for c in self.category_code[rows].tolist()],
-        )
-
-
-def _read_catalog(path: Path) -> _Catalog:
-    try:
-        table = pq.read_table(path, columns=["item_id", "title", "category"])
-    except (OSError, pa.ArrowInvalid, KeyError) as exc:
-        raise ModelLoadError(f"{path}: cannot read the catalog ({exc})") from exc
-    ids = table.column("item_id").combine_chunks().cast(pa.string())
-    id_list = ids.to_pylist()
-    row_of = {item_id: row for row, item_id in enumerate(id_list)}
-    if len(row_of) != len(id_list) or None in row_of:
-        raise ModelLoadError(f"{path}: item_id has nulls or duplicates")
-    categories = table.column("category").combine_chunks().cast(pa.string())
-    encoded = categories.dictionary_encode()
-    codes = encoded.indices.to_numpy(zero_copy_only=False)
-    codes = np.where(np.isnan(codes.astype(np.float64)), -1, codes).astype(np.int32)
-    names = [str(n) for n in encoded.dictionary.to_pylist()]
-    order = np.argsort(codes, kind="stable")
-    bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
-    category_rows = {
-        name: order[bounds[i] : bounds[i + 1]].astype(np.int64) for i, name in enumerate(names)
-    }
-    return _Catalog(
-        ids=np.array(list(row_of), dtype=object),
-        titles=np.array(
-            [t or "" for t in table.column("title").cast(pa.string()).to_pylist()], dtype=object
-        ),
-        row_of=row_of,
-        category_rows=category_rows,
-        category_code=codes,
-        category_names=names,
-    )
-
-
-def _in_sorted(values: np.ndarray, pool: np.ndarray) -> np.ndarray:
-    """``np.isin(values, pool)`` for a sorted ``pool``, by binary search (10x faster when small)."""
-    if len(pool) == 0:
-        return np.zeros(len(values), dtype=bool)
-    at = np.minimum(np.searchsorted(pool, values), len(pool) - 1)
-    return pool[at] == values
 
 
 def _ms(seconds: float) -> float:
@@ -304,7 +99,7 @@ class Recommender:
         vocabs: Vocabularies,
         query_tower: QueryTower,
         index: Index,
-        catalog: _Catalog,
+        catalog: ServedCatalog,
         embeddings: np.ndarray,
         profiles: Profiles | None,
         options: RecommenderOptions,
@@ -410,7 +205,10 @@ class Recommender:
             index = load_index(path / INDEX_DIR, expected_dim=dim)
         except (IndexLoadError, OSError, ValueError) as exc:
             raise ModelLoadError(f"{path / INDEX_DIR}: {exc}") from exc
-        catalog = _read_catalog(path / ITEMS_FILE)
+        try:
+            catalog = read_served_catalog(path / ITEMS_FILE)
+        except CatalogLoadError as exc:
+            raise ModelLoadError(str(exc)) from exc
         try:
             # In memory, not mapped: re-scoring reads rows all over the file, and a page fault
             # per row costs more than the dot products.
@@ -540,7 +338,7 @@ class Recommender:
         excluded = list(exclude_ids)
         if exclude_watched:
             excluded.extend(watched_before(ctx, ctx.request_time))
-        excluded_rows = np.unique(self._catalog.rows(excluded))  # sorted, for _in_sorted
+        excluded_rows = np.unique(self._catalog.rows(excluded))  # sorted, for in_sorted
         t1 = time.perf_counter()
         query = self._tower(features)
         t2 = time.perf_counter()
@@ -612,7 +410,7 @@ class Recommender:
                 return rows, spent
             if in_category is None and len(rows) >= wanted + len(excluded_rows):
                 return rows, spent  # whatever the exclusions remove, C remain
-            eligible = ~_in_sorted(rows, excluded_rows)
+            eligible = ~in_sorted(rows, excluded_rows)
             if in_category is not None:
                 eligible &= self._catalog.category_code[rows] == code
             if int(eligible.sum()) >= wanted:
@@ -636,7 +434,7 @@ class Recommender:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Eligible candidate rows and exact logits ``q·v``, best first (ties: catalog order)."""
         if len(rows) and len(excluded_rows):
-            rows = rows[~_in_sorted(rows, excluded_rows)]
+            rows = rows[~in_sorted(rows, excluded_rows)]
         if category is not None and len(rows):
             code = self._catalog.category_names.index(category)
             rows = rows[self._catalog.category_code[rows] == code]

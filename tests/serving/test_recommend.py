@@ -267,10 +267,10 @@ def test_the_artifact_layout_names_agree_with_the_exporter() -> None:
 
 
 def test_membership_in_a_sorted_pool_equals_isin() -> None:
-    from recsys.recommend import _in_sorted
+    from recsys.served_catalog import in_sorted
 
     rng = np.random.default_rng(3)
     for size in (0, 1, 5, 300):
         pool = np.unique(rng.integers(0, 1000, size))
         values = rng.integers(-5, 1005, 400)
-        np.testing.assert_array_equal(_in_sorted(values, pool), np.isin(values, pool))
+        np.testing.assert_array_equal(in_sorted(values, pool), np.isin(values, pool))

@@ -1,0 +1,91 @@
+"""The served videos: ids, titles and categories row-aligned with ``item_embeddings.npy``.
+
+Read once per loaded version from the artifact's ``items.parquet``; maps ids to rows for
+exclusions, rows to reply fields, and category names to their rows for filters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+class CatalogLoadError(Exception):
+    """The artifact's catalog cannot be read: names the file and what is wrong."""
+
+
+@dataclass
+class ServedCatalog:
+    """The served videos, row-aligned with ``item_embeddings.npy``."""
+
+    ids: np.ndarray  # object [num_items]: the id strings (shared with row_of's keys)
+    titles: np.ndarray  # object [num_items]: str, "" for a missing title
+    row_of: dict[str, int]
+    category_rows: dict[str, np.ndarray]
+    category_code: np.ndarray  # int32 [num_items]: index into category_names, -1 for none
+    category_names: list[str]
+
+    def rows(self, ids: Iterable[str]) -> np.ndarray:
+        """Rows of known ``ids`` (unknown ones are left out): int64 [m]."""
+        get = self.row_of.get
+        found = [r for r in (get(i) for i in ids) if r is not None]
+        return np.asarray(found, dtype=np.int64)
+
+    def rows_or_missing(self, ids: np.ndarray) -> np.ndarray:
+        """Row of every id in ``ids`` (-1 for ids not in the catalog): int64 [len(ids)]."""
+        get = self.row_of.get
+        return np.fromiter((get(i, -1) for i in ids.tolist()), dtype=np.int64, count=len(ids))
+
+    def describe(self, rows: np.ndarray) -> tuple[list[str], list[str], list[str]]:
+        """Ids, titles and categories of ``rows`` ("" for a missing title or category)."""
+        names = self.category_names
+        return (
+            self.ids[rows].tolist(),
+            self.titles[rows].tolist(),
+            [names[c] if c >= 0 else "" for c in self.category_code[rows].tolist()],
+        )
+
+
+def read_served_catalog(path: Path) -> ServedCatalog:
+    try:
+        table = pq.read_table(path, columns=["item_id", "title", "category"])
+    except (OSError, pa.ArrowInvalid, KeyError) as exc:
+        raise CatalogLoadError(f"{path}: cannot read the catalog ({exc})") from exc
+    ids = table.column("item_id").combine_chunks().cast(pa.string())
+    id_list = ids.to_pylist()
+    row_of = {item_id: row for row, item_id in enumerate(id_list)}
+    if len(row_of) != len(id_list) or None in row_of:
+        raise CatalogLoadError(f"{path}: item_id has nulls or duplicates")
+    categories = table.column("category").combine_chunks().cast(pa.string())
+    encoded = categories.dictionary_encode()
+    codes = encoded.indices.to_numpy(zero_copy_only=False)
+    codes = np.where(np.isnan(codes.astype(np.float64)), -1, codes).astype(np.int32)
+    names = [str(n) for n in encoded.dictionary.to_pylist()]
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
+    category_rows = {
+        name: order[bounds[i] : bounds[i + 1]].astype(np.int64) for i, name in enumerate(names)
+    }
+    return ServedCatalog(
+        ids=np.array(list(row_of), dtype=object),
+        titles=np.array(
+            [t or "" for t in table.column("title").cast(pa.string()).to_pylist()], dtype=object
+        ),
+        row_of=row_of,
+        category_rows=category_rows,
+        category_code=codes,
+        category_names=names,
+    )
+
+
+def in_sorted(values: np.ndarray, pool: np.ndarray) -> np.ndarray:
+    """``np.isin(values, pool)`` for a sorted ``pool``, by binary search (10x faster when small)."""
+    if len(pool) == 0:
+        return np.zeros(len(values), dtype=bool)
+    at = np.minimum(np.searchsorted(pool, values), len(pool) - 1)
+    return pool[at] == values
