@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -317,6 +318,29 @@ def make_optimizer(config: TrainConfig) -> tf.keras.optimizers.Optimizer:
     raise ValueError(f"unknown optimizer {config.optimizer!r}")  # TrainConfig validates it
 
 
+_INFERENCE: weakref.WeakKeyDictionary[tf.keras.Model, Any] = weakref.WeakKeyDictionary()
+
+
+def inference_fn(tower: tf.keras.Model) -> Any:
+    """``tower(batch, training=False)`` as one tf.function per tower, traced once.
+
+    A new ``tf.function`` per call (every epoch's validation) retraces every time, and
+    TensorFlow warns about it; the function holds the tower weakly, so it dies with it.
+    """
+    fn = _INFERENCE.get(tower)
+    if fn is None:
+        ref = weakref.ref(tower)
+
+        def call(batch: Features) -> tf.Tensor:
+            model = ref()
+            assert model is not None  # the entry dies with the tower
+            return model(batch, training=False)
+
+        fn = tf.function(call, reduce_retracing=True)
+        _INFERENCE[tower] = fn
+    return fn
+
+
 def embed_candidates(
     candidate_tower: tf.keras.Model, candidates: Features, batch_size: int = 4096
 ) -> np.ndarray:
@@ -324,7 +348,7 @@ def embed_candidates(
     size = len(next(iter(candidates.values())))
     if size == 0:
         raise ValueError("no candidates to embed")
-    embed = tf.function(lambda batch: candidate_tower(batch, training=False), reduce_retracing=True)
+    embed = inference_fn(candidate_tower)
     chunks = []
     for start in range(0, size, batch_size):
         batch = {name: values[start : start + batch_size] for name, values in candidates.items()}

@@ -13,7 +13,7 @@ import tensorflow as tf
 from recsys import features as F
 from recsys.catalog import ItemTable
 from recsys.examples import LABEL_TIME
-from recsys.model import embed_candidates
+from recsys.model import embed_candidates, inference_fn
 from recsys.ranking import rank_by_day, recall_from_ranks
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class EvalQueries:
 
 def query_embeddings(query_tower: Any, queries: EvalQueries) -> np.ndarray:
     """Query-tower outputs ``[Q, d]`` for every evaluation query."""
-    embed = tf.function(lambda batch: query_tower(batch, training=False), reduce_retracing=True)
+    embed = inference_fn(query_tower)
     return np.concatenate([embed(b).numpy() for b in queries.batches()], axis=0)
 
 
