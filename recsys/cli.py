@@ -413,20 +413,10 @@ def _add_index(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from recsys.recommend import RecommenderOptions
-    from recsys_serving.server import ServerConfig, serve
+    from recsys_serving.options import config_from_args
+    from recsys_serving.server import serve
 
-    config = ServerConfig(
-        artifacts=args.artifacts,
-        name=args.name,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        reload_interval_s=args.reload_interval,
-        grace_s=args.grace,
-        options=RecommenderOptions(tower_runtime=args.tower_runtime),
-        processes=args.processes,
-    )
+    config = config_from_args(args)
     try:
         serve(config, port_file=args.port_file)
     except OSError as exc:
@@ -537,56 +527,9 @@ def _add_serving(sub: argparse._SubParsersAction) -> None:
         "version is loaded and checked beside the served one and swapped in between two calls; "
         "a broken one is refused (logged) and the old one keeps serving.",
     )
-    p.add_argument("--artifacts", type=Path, required=True, help="artifacts root folder")
-    p.add_argument("--name", required=True, help="model name: serves artifacts/<name>/LATEST")
-    p.add_argument(
-        "--port", type=int, default=50051, help="TCP port (default 50051; 0: any free port)"
-    )
-    p.add_argument(
-        "--host",
-        default="127.0.0.1",
-        help="address to listen on (default 127.0.0.1, this machine only; 0.0.0.0: all)",
-    )
-    p.add_argument(
-        "--workers",
-        type=_positive_int,
-        default=8,
-        help="gRPC worker threads (default 8, measured on 2 cores; see BENCHMARKS.md)",
-    )
-    p.add_argument(
-        "--reload-interval",
-        type=float,
-        default=5.0,
-        metavar="S",
-        help="seconds between checks of LATEST for a new version (default 5)",
-    )
-    p.add_argument(
-        "--grace",
-        type=float,
-        default=10.0,
-        metavar="S",
-        help="seconds running calls get to finish on SIGTERM / Ctrl-C (default 10)",
-    )
-    p.add_argument(
-        "--port-file",
-        type=Path,
-        help="write the port to this file once listening (useful with --port 0)",
-    )
-    p.add_argument(
-        "--processes",
-        type=_positive_int,
-        default=1,
-        help="server processes sharing the port, one GIL each; the kernel spreads connections "
-        "over them, each loads and hot-reloads the model, a dead one is restarted (default 1; "
-        "see BENCHMARKS.md)",
-    )
-    p.add_argument(
-        "--tower-runtime",
-        choices=("auto", "tflite", "savedmodel"),
-        default="auto",
-        help="query tower runtime: auto (default) serves a TensorFlow Lite copy when it gives "
-        "the SavedModel's embeddings on probe queries, else the SavedModel",
-    )
+    from recsys_serving.options import add_arguments
+
+    add_arguments(p)
     p.set_defaults(handler=_cmd_serve)
 
     p = sub.add_parser(

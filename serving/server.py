@@ -36,8 +36,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from recsys.artifacts import ArtifactError, resolve_version
-from recsys.query_tower import RUNTIMES
 from recsys.recommend import ModelLoadError, Recommender, RecommenderOptions
+from recsys_serving.options import add_arguments, config_from_args
 from recsys_serving.proto import SERVICE_NAME, pb2_grpc
 from recsys_serving.replicas import serve_replicas
 from recsys_serving.servicer import ModelSlot, RecommenderServicer
@@ -330,89 +330,12 @@ def replica_command(config: ServerConfig, port: int, port_file: Path) -> list[st
     ]
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``serve`` options (shared by ``recsys serve`` and ``python -m``)."""
-    parser.add_argument("--artifacts", type=Path, required=True, help="artifacts root folder")
-    parser.add_argument(
-        "--name", required=True, help="model name: serves artifacts/<name>/LATEST, hot-reloaded"
-    )
-    parser.add_argument("--port", type=int, default=0, help="TCP port (default 0: any free port)")
-    parser.add_argument(
-        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0: all)"
-    )
-    parser.add_argument(
-        "--workers",
-        type=int,
-        default=8,
-        help="gRPC worker threads (default 8, measured on 2 cores)",
-    )
-    parser.add_argument(
-        "--reload-interval",
-        type=float,
-        default=5.0,
-        metavar="S",
-        help="seconds between checks of LATEST for a new version (default 5)",
-    )
-    parser.add_argument(
-        "--grace", type=float, default=10.0, metavar="S", help="drain time on SIGTERM (default 10)"
-    )
-    parser.add_argument("--port-file", type=Path, help="write the bound port to this file")
-    parser.add_argument(
-        "--processes",
-        type=int,
-        default=1,
-        help="server processes sharing the port, one GIL each (default 1; see BENCHMARKS.md)",
-    )
-    parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
-    tuning = parser.add_argument_group("tuning (defaults measured on 2 cores)")
-    tuning.add_argument(
-        "--tower-runtime",
-        choices=RUNTIMES,
-        default="auto",
-        help="query tower: TensorFlow Lite when it matches the SavedModel (auto), or force one",
-    )
-    tuning.add_argument(
-        "--max-batch",
-        type=int,
-        default=RecommenderOptions.max_batch,
-        help="most concurrent queries per query-tower call (1: no batching)",
-    )
-    tuning.add_argument("--tf-intra-op-threads", type=int, default=1, help="default 1")
-    tuning.add_argument(
-        "--tf-inter-op-threads",
-        type=int,
-        default=-1,
-        help="default -1: run TensorFlow ops in the calling thread",
-    )
-
-
-def config_from_args(args: argparse.Namespace) -> ServerConfig:
-    """A ServerConfig from parsed ``add_arguments`` options."""
-    return ServerConfig(
-        artifacts=args.artifacts,
-        name=args.name,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        reload_interval_s=args.reload_interval,
-        grace_s=args.grace,
-        tf_intra_op_threads=getattr(args, "tf_intra_op_threads", 1),
-        tf_inter_op_threads=getattr(args, "tf_inter_op_threads", -1),
-        options=RecommenderOptions(
-            max_batch=getattr(args, "max_batch", RecommenderOptions.max_batch),
-            tower_runtime=getattr(args, "tower_runtime", "auto"),
-        ),
-        processes=getattr(args, "processes", 1),
-        reuse_port=getattr(args, "reuse_port", False),
-    )
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m recsys_serving.server``: the server without the ``recsys`` CLI."""
     parser = argparse.ArgumentParser(
         prog="python -m recsys_serving.server", description="Serve a model over gRPC."
     )
-    add_arguments(parser)
+    add_arguments(parser, default_port=0)
     args = parser.parse_args(argv)
     replica = " [pid %(process)d]" if args.reuse_port else ""
     logging.basicConfig(

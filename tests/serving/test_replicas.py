@@ -137,3 +137,42 @@ def test_a_port_in_use_without_reuse_is_a_clear_error() -> None:
             reserve_port("127.0.0.1", taken.getsockname()[1])
     finally:
         taken.close()
+
+
+def test_serve_options_name_the_libraries_tower_runtimes() -> None:
+    from recsys.query_tower import RUNTIMES
+    from recsys_serving.options import TOWER_RUNTIMES
+
+    assert TOWER_RUNTIMES == RUNTIMES
+
+
+def test_replica_command_round_trips_through_the_options(tmp_path: Path) -> None:
+    import argparse
+
+    from recsys_serving.options import add_arguments, config_from_args
+    from recsys_serving.server import ServerConfig, replica_command
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, default_port=0)
+    config = config_from_args(
+        parser.parse_args(
+            [
+                "--artifacts",
+                str(tmp_path),
+                "--name=m",
+                "--processes=3",
+                "--workers=2",
+                "--tower-runtime=savedmodel",
+                "--max-batch=4",
+                "--grace=3",
+            ]
+        )
+    )
+    assert isinstance(config, ServerConfig)
+    argv = replica_command(config, 4321, tmp_path / "p")[3:]  # after python -m module
+    replica = config_from_args(parser.parse_args(argv))
+    assert replica.port == 4321
+    assert replica.reuse_port
+    assert replica.processes == 1  # a replica never supervises replicas of its own
+    for field in ("artifacts", "name", "host", "workers", "grace_s", "options"):
+        assert getattr(replica, field) == getattr(config, field), field

@@ -1,0 +1,118 @@
+"""``recsys serve`` options: one definition for the CLI and ``python -m recsys_serving.server``.
+
+Light on purpose (argparse only): building the ``recsys`` command line must not import gRPC,
+pyarrow or TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from recsys_serving.server import ServerConfig
+
+TOWER_RUNTIMES = ("auto", "tflite", "savedmodel")  # recsys.query_tower.RUNTIMES (a test checks)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser, default_port: int = 50051) -> None:
+    """Add the ``serve`` options to ``parser``."""
+    parser.add_argument("--artifacts", type=Path, required=True, help="artifacts root folder")
+    parser.add_argument(
+        "--name", required=True, help="model name: serves artifacts/<name>/LATEST, hot-reloaded"
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=default_port,
+        help=f"TCP port (default {default_port}; 0: any free port)",
+    )
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1, this machine only; 0.0.0.0: all)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=8,
+        help="gRPC worker threads per process (default 8, measured on 2 cores)",
+    )
+    parser.add_argument(
+        "--processes",
+        type=_positive_int,
+        default=1,
+        help="server processes sharing the port, one GIL each; the kernel spreads connections "
+        "over them, each loads and hot-reloads the model, a dead one is restarted (default 1; "
+        "see BENCHMARKS.md)",
+    )
+    parser.add_argument(
+        "--reload-interval",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="seconds between checks of LATEST for a new version (default 5)",
+    )
+    parser.add_argument(
+        "--grace",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="seconds running calls get to finish on SIGTERM / Ctrl-C (default 10)",
+    )
+    parser.add_argument(
+        "--port-file",
+        type=Path,
+        help="write the port to this file once listening (useful with --port 0)",
+    )
+    parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    tuning = parser.add_argument_group("tuning (defaults measured on 2 cores)")
+    tuning.add_argument(
+        "--tower-runtime",
+        choices=TOWER_RUNTIMES,
+        default="auto",
+        help="query tower runtime: auto (default) serves a TensorFlow Lite copy when it gives "
+        "the SavedModel's embeddings on probe queries, else the SavedModel",
+    )
+    tuning.add_argument(
+        "--max-batch",
+        type=_positive_int,
+        default=32,
+        help="most concurrent queries per query-tower call (default 32; 1: no batching)",
+    )
+    tuning.add_argument("--tf-intra-op-threads", type=int, default=1, help="default 1")
+    tuning.add_argument(
+        "--tf-inter-op-threads",
+        type=int,
+        default=-1,
+        help="default -1: run TensorFlow ops in the calling thread",
+    )
+
+
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    """A ServerConfig from parsed :func:`add_arguments` options."""
+    from recsys.recommend import RecommenderOptions
+    from recsys_serving.server import ServerConfig
+
+    return ServerConfig(
+        artifacts=args.artifacts,
+        name=args.name,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        reload_interval_s=args.reload_interval,
+        grace_s=args.grace,
+        tf_intra_op_threads=args.tf_intra_op_threads,
+        tf_inter_op_threads=args.tf_inter_op_threads,
+        options=RecommenderOptions(max_batch=args.max_batch, tower_runtime=args.tower_runtime),
+        processes=args.processes,
+        reuse_port=args.reuse_port,
+    )
