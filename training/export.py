@@ -42,6 +42,7 @@ EMBEDDINGS_FILE = "item_embeddings.npy"
 CONFIG_FILE = "config.json"
 INDEX_DIR = "index"
 QUERY_MODEL_DIR = "query_model"
+TFLITE_FILE = "query_model.tflite"  # recsys.query_tower.TFLITE_FILE
 CANDIDATE_MODEL_DIR = "candidate_model"
 ITEM_COLUMNS = ["item_id", "title", "category", "channel", "upload_time"]
 
@@ -92,6 +93,7 @@ def export_artifact(
         save_query_model(
             RawQueryModel(model.query_tower, vocabs, config.features), tmp / QUERY_MODEL_DIR
         )
+        _write_lite_query_tower(tmp / QUERY_MODEL_DIR, tmp / TFLITE_FILE)
         save_candidate_model(
             RawCandidateModel(model.candidate_tower, vocabs, config.features, items.content_dim),
             tmp / CANDIDATE_MODEL_DIR,
@@ -133,3 +135,23 @@ def export_artifact(
         time.perf_counter() - started,
     )
     return Path(artifacts) / name / manifest.version
+
+
+def _write_lite_query_tower(saved_model: Path, out: Path) -> None:
+    """The query tower's TensorFlow Lite copy, which servers check and use (see query_tower).
+
+    Optional: when the converter refuses the graph, the artifact goes without it and servers
+    serve the SavedModel.
+    """
+    from recsys.query_tower import convert_to_tflite
+
+    started = time.perf_counter()
+    try:
+        model = convert_to_tflite(saved_model)
+    except Exception as exc:  # the converter's errors have no common type
+        log.warning("no TensorFlow Lite query tower: conversion failed (%s)", exc)
+        return
+    out.write_bytes(model)
+    log.info(
+        "wrote %s (%.1f MB) in %.1f s", out.name, len(model) / 1e6, time.perf_counter() - started
+    )

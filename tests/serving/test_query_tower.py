@@ -39,6 +39,10 @@ def _profile_features(model: Recommender, count: int) -> list[dict[str, np.ndarr
 def test_auto_serves_tensorflow_lite_with_the_saved_models_embeddings(
     model: Recommender, trained_artifact: Path
 ) -> None:
+    from recsys.artifacts import read_manifest
+
+    # the export writes the Lite copy, checksummed like every file of the version
+    assert "query_model.tflite" in read_manifest(trained_artifact).files
     assert isinstance(model.tower_batcher.fn, LiteTower)
     reference = load_query_tower(trained_artifact / "query_model", [], "savedmodel")
     assert isinstance(reference, SavedModelTower)

@@ -264,6 +264,7 @@ def test_the_artifact_layout_names_agree_with_the_exporter() -> None:
     assert served.INDEX_DIR == exported.INDEX_DIR
     assert served.QUERY_MODEL_DIR == exported.QUERY_MODEL_DIR
     assert served_tower.QUERY_IDS_SIGNATURE == QUERY_IDS_SIGNATURE
+    assert served_tower.TFLITE_FILE == exported.TFLITE_FILE
 
 
 def test_membership_in_a_sorted_pool_equals_isin() -> None:
