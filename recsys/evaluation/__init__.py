@@ -5,7 +5,8 @@ self-contained ``report.html``; ``recsys evaluate`` is its command line. Importi
 package does not import TensorFlow.
 """
 
-from recsys.evaluation.evaluate import ArtifactModel, evaluate
+from recsys.evaluation.artifact_model import ArtifactModel
+from recsys.evaluation.evaluate import evaluate
 from recsys.evaluation.report import headline
 
 __all__ = ["ArtifactModel", "evaluate", "headline"]

@@ -28,7 +28,8 @@ import numpy as np
 from recsys import features as F
 from recsys.config import Config, ModelConfig
 from recsys.evaluation import metrics as M
-from recsys.evaluation.evaluate import ArtifactModel, model_features, predicted_age_share
+from recsys.evaluation.artifact_model import ArtifactModel, model_features
+from recsys.evaluation.segments import predicted_age_share
 from recsys.examples import LABEL_TIME, load_catalog
 from recsys.splits import Split
 from recsys.vocab import Vocabularies

@@ -9,7 +9,6 @@ baselines and, for synthetic worlds, the oracle on the very same queries, and wr
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import math
@@ -24,10 +23,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from recsys import features as F
-from recsys.artifacts import read_manifest, resolve_version
 from recsys.config import Config
 from recsys.dataset import DatasetError, read_meta
 from recsys.evaluation import metrics as M
+from recsys.evaluation.artifact_model import ArtifactModel, model_features
 from recsys.evaluation.baselines import (
     CoWatch,
     MostPopular,
@@ -36,19 +35,23 @@ from recsys.evaluation.baselines import (
     load_training_data,
     vocab_to_rows,
 )
+from recsys.evaluation.segments import (
+    age_bin_labels,
+    build_segments,
+    observed_age_share,
+    predicted_age_share,
+    segment_metrics,
+)
 from recsys.examples import EXAMPLES_META, LABEL_TIME, VOCAB_FILE, ExampleSet, load_catalog
 from recsys.logs import Progress, step
 from recsys.splits import Split
-from recsys.vocab import Vocabularies, Vocabulary
+from recsys.vocab import Vocabularies
 
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
 METRICS_FORMAT = 1
 DECIMALS = 4  # every metric in metrics.json and in the reports has this many decimals
-DAY = 86_400
-# Video age at watch time (days since upload), the x axis of the paper's Figure 4.
-AGE_EDGES = (0.0, 1.0, 2.0, 4.0, 7.0, 14.0, 30.0, 60.0, 120.0, 365.0, math.inf)
 METHOD_LABELS = {
     "model_exact": "Model (exact search)",
     "model_index": "Model (served index)",
@@ -59,122 +62,6 @@ METHOD_LABELS = {
     "tfrs_basic": "TFRS basic (id-only two-tower)",
     "oracle": "Oracle (true probabilities)",
 }
-
-
-# ---------------------------------------------------------------- the artifact's model
-
-
-class ArtifactModel:
-    """An exported model version: query SavedModel, item embeddings, vocabularies, index."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.version_dir = resolve_version(path)
-        self.manifest = read_manifest(self.version_dir)
-        raw = json.loads((self.version_dir / "config.json").read_text())
-        self.config = Config.from_dict(raw["config"], str(self.version_dir / "config.json"))
-        self.reference_time = int(raw["reference_time"])
-        self.content_dim: int | None = raw.get("content_dim")  # None: no content input
-        self.temperature = float(self.config.model.temperature)
-        self.items = pq.read_table(self.version_dir / "items.parquet").to_pandas()
-        self.item_embeddings = np.load(
-            self.version_dir / "item_embeddings.npy", allow_pickle=False
-        ).astype(np.float32)
-        self.vocabularies = Vocabularies.load(self.version_dir / "vocabularies.json")
-        self._serve_ids: Any = None
-
-    @property
-    def label(self) -> str:
-        """``name/version`` of the artifact."""
-        return f"{self.manifest.name}/{self.manifest.version}"
-
-    def _signature(self) -> Any:
-        if self._serve_ids is None:
-            import tensorflow as tf
-
-            loaded = tf.saved_model.load(str(self.version_dir / "query_model"))
-            self._loaded = loaded  # keep the module alive while the signature is used
-            self._serve_ids = loaded.signatures["serve_ids"]
-        return self._serve_ids
-
-    def input_specs(self) -> dict[str, Any]:
-        """``serve_ids``' input ``tf.TensorSpec`` by feature name."""
-        return dict(self._signature().structured_input_signature[1])
-
-    def query_embeddings(
-        self,
-        features: Mapping[str, np.ndarray],
-        batch_size: int = 4096,
-        progress: Callable[[int, int], None] | None = None,
-    ) -> np.ndarray:
-        """Query embeddings ``[n, d]`` from id features ``[n, ...]`` through ``serve_ids``."""
-        import tensorflow as tf
-
-        fn = self._signature()
-        specs = self.input_specs()
-        n = len(features[F.HISTORY])
-        chunks = []
-        for start in range(0, n, batch_size):
-            args = {
-                name: tf.constant(
-                    np.asarray(features[name][start : start + batch_size]), spec.dtype
-                )
-                for name, spec in specs.items()
-            }
-            chunks.append(fn(**args)["query_embedding"].numpy())
-            if progress:
-                progress(min(start + batch_size, n), n)
-        if not chunks:
-            return np.zeros((0, self.item_embeddings.shape[1]), dtype=np.float32)
-        return np.concatenate(chunks).astype(np.float32)
-
-    def rank_exact(
-        self,
-        query_embeddings: np.ndarray,
-        query_times: np.ndarray,
-        items: pd.DataFrame,
-        content: np.ndarray | None,
-        k: int,
-    ) -> np.ndarray:
-        """Exact top-``k`` catalog rows ``[n, k]``, the catalog as it stood each query's day.
-
-        Every video is embedded by the candidate SavedModel with its upload age at the start
-        of the query's UTC day, and videos uploaded after that are left out
-        (:func:`recsys.ranking.rank_by_day`): what an index rebuilt daily would serve, and
-        the training job's validation protocol. (``item_embeddings.npy`` holds the catalog
-        at the training cut-off only: it would give every later upload age 0 and rank
-        videos not yet uploaded.)
-        """
-        from recsys.new_items import CandidateEmbedder
-        from recsys.ranking import rank_by_day
-
-        strings = {
-            name: items[name].fillna("").astype(str).to_numpy(dtype=object)
-            for name in ("item_id", "channel", "category", "title")
-        }
-        upload = items["upload_time"].to_numpy(np.int64)
-        wants_content = self.content_dim is not None and content is not None
-        embed = CandidateEmbedder(
-            self.version_dir / "candidate_model",
-            strings,
-            upload,
-            content if wants_content else None,
-            batch_size=8192,
-        )
-        return rank_by_day(query_embeddings, query_times, embed, upload, k)
-
-    def rank_served(self, query_embeddings: np.ndarray, k: int) -> tuple[np.ndarray, str] | None:
-        """Top-``k`` rows ``[n, k]`` from the served index, and its kind; None without one."""
-        from recsys.index import load_index
-
-        index_dir = self.version_dir / "index"
-        if not (index_dir / "index.json").is_file():
-            return None
-        index = load_index(index_dir, expected_dim=self.item_embeddings.shape[1])
-        ids, _ = index.search_batch(query_embeddings, k)
-        rows = pd.Index(self.items["item_id"].astype(str)).get_indexer(
-            np.asarray(ids, dtype=object).reshape(-1)
-        )
-        return rows.reshape(ids.shape).astype(np.int64), str(index.config.kind)
 
 
 # ---------------------------------------------------------------- examples and queries
@@ -260,58 +147,6 @@ def prepare_evaluation_examples(
     return path
 
 
-def _vocab_map(src: Vocabulary, dst: Vocabulary) -> np.ndarray:
-    """``[len(src)]`` ids in ``dst`` of every id of ``src`` (PAD and OOV map to themselves)."""
-    mapped = dst.lookup(src.values) if src.values else np.zeros(0, np.int32)
-    return np.concatenate([[F.PAD, F.OOV], mapped]).astype(np.int32)
-
-
-def remap_query_ids(
-    features: Mapping[str, np.ndarray], src: Vocabularies, dst: Vocabularies
-) -> dict[str, np.ndarray]:
-    """Query id features encoded with ``src`` re-encoded with ``dst`` (unknown history dropped).
-
-    Used when the examples' vocabularies are not the model's (another split or version).
-    """
-    out = dict(features)
-    for name, attr in (
-        (F.HISTORY, "items"),
-        (F.SEARCH_TOKENS, "tokens"),
-        (F.LAST_SEARCH_TOKENS, "tokens"),
-        (F.COUNTRY, "countries"),
-        (F.REGION, "regions"),
-        (F.GENDER, "genders"),
-    ):
-        table = _vocab_map(getattr(src, attr), getattr(dst, attr))
-        out[name] = table[np.asarray(features[name], dtype=np.int64)]
-    # History keeps known videos only, packed to the front (as the serving path does).
-    hist = out[F.HISTORY]
-    keep = hist > F.OOV
-    order = np.argsort(~keep, axis=1, kind="stable")
-    packed = np.take_along_axis(hist, order, axis=1)
-    packed[~np.take_along_axis(keep, order, axis=1)] = F.PAD
-    out[F.HISTORY] = packed.astype(np.int32)
-    return out
-
-
-def _same_vocabularies(a: Vocabularies, b: Vocabularies) -> bool:
-    return all(
-        getattr(a, name).values == getattr(b, name).values
-        for name in ("items", "tokens", "countries", "regions", "genders")
-    )
-
-
-def model_features(
-    queries: Mapping[str, np.ndarray], examples_vocab: Vocabularies, model: ArtifactModel
-) -> dict[str, np.ndarray]:
-    """The query features of ``queries`` as ``model`` reads them."""
-    feats = {name: queries[name] for name in F.QUERY_FEATURES}
-    if _same_vocabularies(examples_vocab, model.vocabularies):
-        return feats
-    log.info("re-encoding query ids with the vocabularies of %s", model.label)
-    return remap_query_ids(feats, examples_vocab, model.vocabularies)
-
-
 # ---------------------------------------------------------------- oracle
 
 
@@ -371,179 +206,6 @@ def oracle_ranking(
         out[start : start + block] = top_k_scores(probs, k)
         if progress:
             progress(min(start + block, len(rows_arr)), len(rows_arr))
-    return out
-
-
-# ---------------------------------------------------------------- Figure 4: example age
-
-
-def age_bin_labels() -> list[str]:
-    """Labels of the video-age bins (days since upload)."""
-    labels = []
-    for lo, hi in itertools.pairwise(AGE_EDGES):
-        labels.append(f"{lo:g}+" if math.isinf(hi) else f"{lo:g}-{hi:g}")
-    return labels
-
-
-def _age_bins(age_days: np.ndarray) -> np.ndarray:
-    """Bin index of each age; -1 for videos not uploaded yet."""
-    edges = np.asarray(AGE_EDGES[1:-1])
-    idx = np.searchsorted(edges, age_days, side="right")
-    return np.where(age_days < 0, -1, idx)
-
-
-def observed_age_share(
-    query_times: np.ndarray, label_rows: np.ndarray, upload_time: np.ndarray
-) -> np.ndarray:
-    """Share of the true next watches in each video-age bin ``[num_bins]``."""
-    age = (np.asarray(query_times) - upload_time[label_rows]) / DAY
-    bins = _age_bins(np.maximum(age, 0.0))
-    return np.bincount(bins, minlength=len(AGE_EDGES) - 1) / max(len(bins), 1)
-
-
-def predicted_age_share(
-    query_embeddings: np.ndarray,
-    item_embeddings: np.ndarray,
-    temperature: float,
-    query_times: np.ndarray,
-    upload_time: np.ndarray,
-) -> tuple[np.ndarray, float]:
-    """Mean softmax mass per video-age bin ``[num_bins]`` and the mass on unreleased videos.
-
-    Ages are taken at each query's time; "unreleased" videos were uploaded after it.
-    ``query_embeddings: [n, d]``, ``item_embeddings: [N, d]``: the logit is their dot
-    product over ``temperature``, the model's training temperature.
-    """
-    num_bins = len(AGE_EDGES) - 1
-    n, num_items = len(query_embeddings), len(item_embeddings)
-    totals = np.zeros(num_bins + 1)
-    block = max(1, (1 << 22) // max(1, num_items))
-    for start in range(0, n, block):
-        q = query_embeddings[start : start + block]
-        logits = (q @ item_embeddings.T).astype(np.float64) / temperature
-        logits -= logits.max(axis=1, keepdims=True)
-        p = np.exp(logits)
-        p /= p.sum(axis=1, keepdims=True)
-        age = (query_times[start : start + block, None] - upload_time[None, :]) / DAY
-        bins = _age_bins(age) + 1  # 0: not uploaded yet
-        totals += np.bincount(bins.reshape(-1), weights=p.reshape(-1), minlength=num_bins + 1)
-    totals /= max(n, 1)
-    return totals[1:], float(totals[0])
-
-
-# ---------------------------------------------------------------- segments
-
-
-def _history_length_segments(queries: Mapping[str, np.ndarray]) -> list[tuple[str, np.ndarray]]:
-    count = (np.asarray(queries[F.HISTORY]) != F.PAD).sum(axis=1)
-    return [
-        ("0-2 watches (new users)", count <= 2),
-        ("3-9 watches", (count >= 3) & (count <= 9)),
-        ("10-49 watches", (count >= 10) & (count <= 49)),
-        ("50+ watches (full window)", count >= 50),
-    ]
-
-
-def _video_age_segments(age_days: np.ndarray) -> list[tuple[str, np.ndarray]]:
-    return [
-        ("< 2 days (fresh uploads)", age_days < 2),
-        ("2-7 days", (age_days >= 2) & (age_days < 7)),
-        ("7-30 days", (age_days >= 7) & (age_days < 30)),
-        ("30-365 days", (age_days >= 30) & (age_days < 365)),
-        ("> 1 year", age_days >= 365),
-    ]
-
-
-def _categorical_segments(
-    values: pd.Series, top: int | None = None, missing: str = "unknown"
-) -> list[tuple[str, np.ndarray]]:
-    filled = values.astype(object).where(values.notna() & (values.astype(str) != ""), missing)
-    vals = filled.astype(str).to_numpy()
-    counts = pd.Series(vals).value_counts()
-    names = counts.index.tolist()
-    out = []
-    shown = names if top is None else names[:top]
-    for name in shown:
-        out.append((str(name), vals == name))
-    if top is not None and len(names) > top:
-        out.append(("other", ~np.isin(vals, shown)))
-    return out
-
-
-def _age_band_segments(ages: pd.Series) -> list[tuple[str, np.ndarray]]:
-    age = pd.to_numeric(ages, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-    edges = [(0, 18, "under 18"), (18, 25, "18-24"), (25, 35, "25-34"), (35, 45, "35-44")]
-    edges += [(45, 55, "45-54"), (55, 65, "55-64"), (65, 200, "65+")]
-    out = [(label, (age >= lo) & (age < hi)) for lo, hi, label in edges]
-    out.append(("unknown", np.isnan(age)))
-    return out
-
-
-def build_segments(
-    queries: Mapping[str, np.ndarray],
-    users: pd.DataFrame,
-    upload_time: np.ndarray,
-    item_vocab_ids: np.ndarray,
-) -> dict[str, list[tuple[str, np.ndarray]]]:
-    """Segment masks ``[n]`` bool by group: history length, video age, demographics."""
-    user_rows = np.asarray(queries[F.USER_INDEX], np.int64)
-    labels = np.asarray(queries[F.ITEM_INDEX], np.int64)
-    age_days = (np.asarray(queries[LABEL_TIME]) - upload_time[labels]) / DAY
-    seen = item_vocab_ids[labels] > F.OOV
-    u = users.iloc[user_rows].reset_index(drop=True)
-    groups: dict[str, list[tuple[str, np.ndarray]]] = {
-        "history_length": _history_length_segments(queries),
-        "video_age": _video_age_segments(age_days),
-        "video_in_training": [
-            ("seen in training", seen),
-            ("not in training (cold start)", ~seen),
-        ],
-    }
-    if "region" in u.columns:
-        groups["region"] = _categorical_segments(u["region"])
-    groups["country"] = _categorical_segments(u["country"], top=10)
-    groups["age_band"] = _age_band_segments(u["age"])
-    groups["gender"] = _categorical_segments(u["gender"])
-    return groups
-
-
-SEGMENT_TITLES = {
-    "history_length": "Users by history length (watches in the model's context window)",
-    "video_age": "Videos by age at watch time",
-    "video_in_training": "Videos seen in training vs new (cold start)",
-    "region": "Users by region",
-    "country": "Users by country (10 largest)",
-    "age_band": "Users by age band",
-    "gender": "Users by gender",
-}
-
-
-def segment_metrics(
-    groups: Mapping[str, list[tuple[str, np.ndarray]]],
-    per_query: Mapping[str, Mapping[str, np.ndarray]],
-    ks: Sequence[int],
-) -> dict[str, list[dict[str, Any]]]:
-    """Recall@K of every method within every segment (empty segments left out)."""
-    out: dict[str, list[dict[str, Any]]] = {}
-    n = len(next(iter(next(iter(per_query.values())).values())))
-    for group, segments in groups.items():
-        rows = []
-        for label, mask in segments:
-            size = int(mask.sum())
-            if not size:
-                continue
-            rows.append(
-                {
-                    "segment": label,
-                    "queries": size,
-                    "share": size / max(n, 1),
-                    "recall": {
-                        method: {str(k): float(values[f"recall@{k}"][mask].mean()) for k in ks}
-                        for method, values in per_query.items()
-                    },
-                }
-            )
-        out[group] = rows
     return out
 
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from recsys.artifacts import read_manifest
+from recsys.evaluation.artifact_model import remap_query_ids
 from recsys.evaluation.embeddings import neighbourhood_overlap, pca_2d
-from recsys.evaluation.evaluate import remap_query_ids
 from recsys.evaluation.report import fmt
 from recsys.examples import ExampleSet
 from recsys.vocab import Vocabularies, Vocabulary
@@ -215,7 +215,7 @@ def test_remap_query_ids_between_vocabularies() -> None:
 def test_exact_ranking_never_offers_a_video_before_its_upload_day(
     trained_artifact: Path, tiny_world: Path
 ) -> None:
-    from recsys.evaluation.evaluate import ArtifactModel
+    from recsys.evaluation.artifact_model import ArtifactModel
     from recsys.examples import load_catalog
 
     model = ArtifactModel(trained_artifact)

@@ -1,0 +1,191 @@
+"""An exported model version as the evaluation uses it: query embeddings, exact ranking.
+
+:class:`ArtifactModel` reads an artifact version (config, catalog, item embeddings,
+vocabularies) and embeds queries with the query SavedModel's ``serve_ids`` signature;
+:func:`model_features` maps evaluation examples to the features that signature takes,
+remapping ids when the examples were built with other vocabularies.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from recsys import features as F
+from recsys.artifacts import read_manifest, resolve_version
+from recsys.config import Config
+from recsys.vocab import Vocabularies, Vocabulary
+
+log = logging.getLogger(__name__)
+
+
+class ArtifactModel:
+    """An exported model version: query SavedModel, item embeddings, vocabularies, index."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.version_dir = resolve_version(path)
+        self.manifest = read_manifest(self.version_dir)
+        raw = json.loads((self.version_dir / "config.json").read_text())
+        self.config = Config.from_dict(raw["config"], str(self.version_dir / "config.json"))
+        self.reference_time = int(raw["reference_time"])
+        self.content_dim: int | None = raw.get("content_dim")  # None: no content input
+        self.temperature = float(self.config.model.temperature)
+        self.items = pq.read_table(self.version_dir / "items.parquet").to_pandas()
+        self.item_embeddings = np.load(
+            self.version_dir / "item_embeddings.npy", allow_pickle=False
+        ).astype(np.float32)
+        self.vocabularies = Vocabularies.load(self.version_dir / "vocabularies.json")
+        self._serve_ids: Any = None
+
+    @property
+    def label(self) -> str:
+        """``name/version`` of the artifact."""
+        return f"{self.manifest.name}/{self.manifest.version}"
+
+    def _signature(self) -> Any:
+        if self._serve_ids is None:
+            import tensorflow as tf
+
+            loaded = tf.saved_model.load(str(self.version_dir / "query_model"))
+            self._loaded = loaded  # keep the module alive while the signature is used
+            self._serve_ids = loaded.signatures["serve_ids"]
+        return self._serve_ids
+
+    def input_specs(self) -> dict[str, Any]:
+        """``serve_ids``' input ``tf.TensorSpec`` by feature name."""
+        return dict(self._signature().structured_input_signature[1])
+
+    def query_embeddings(
+        self,
+        features: Mapping[str, np.ndarray],
+        batch_size: int = 4096,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> np.ndarray:
+        """Query embeddings ``[n, d]`` from id features ``[n, ...]`` through ``serve_ids``."""
+        import tensorflow as tf
+
+        fn = self._signature()
+        specs = self.input_specs()
+        n = len(features[F.HISTORY])
+        chunks = []
+        for start in range(0, n, batch_size):
+            args = {
+                name: tf.constant(
+                    np.asarray(features[name][start : start + batch_size]), spec.dtype
+                )
+                for name, spec in specs.items()
+            }
+            chunks.append(fn(**args)["query_embedding"].numpy())
+            if progress:
+                progress(min(start + batch_size, n), n)
+        if not chunks:
+            return np.zeros((0, self.item_embeddings.shape[1]), dtype=np.float32)
+        return np.concatenate(chunks).astype(np.float32)
+
+    def rank_exact(
+        self,
+        query_embeddings: np.ndarray,
+        query_times: np.ndarray,
+        items: pd.DataFrame,
+        content: np.ndarray | None,
+        k: int,
+    ) -> np.ndarray:
+        """Exact top-``k`` catalog rows ``[n, k]``, the catalog as it stood each query's day.
+
+        Every video is embedded by the candidate SavedModel with its upload age at the start
+        of the query's UTC day, and videos uploaded after that are left out
+        (:func:`recsys.ranking.rank_by_day`): what an index rebuilt daily would serve, and
+        the training job's validation protocol. (``item_embeddings.npy`` holds the catalog
+        at the training cut-off only: it would give every later upload age 0 and rank
+        videos not yet uploaded.)
+        """
+        from recsys.new_items import CandidateEmbedder
+        from recsys.ranking import rank_by_day
+
+        strings = {
+            name: items[name].fillna("").astype(str).to_numpy(dtype=object)
+            for name in ("item_id", "channel", "category", "title")
+        }
+        upload = items["upload_time"].to_numpy(np.int64)
+        wants_content = self.content_dim is not None and content is not None
+        embed = CandidateEmbedder(
+            self.version_dir / "candidate_model",
+            strings,
+            upload,
+            content if wants_content else None,
+            batch_size=8192,
+        )
+        return rank_by_day(query_embeddings, query_times, embed, upload, k)
+
+    def rank_served(self, query_embeddings: np.ndarray, k: int) -> tuple[np.ndarray, str] | None:
+        """Top-``k`` rows ``[n, k]`` from the served index, and its kind; None without one."""
+        from recsys.index import load_index
+
+        index_dir = self.version_dir / "index"
+        if not (index_dir / "index.json").is_file():
+            return None
+        index = load_index(index_dir, expected_dim=self.item_embeddings.shape[1])
+        ids, _ = index.search_batch(query_embeddings, k)
+        rows = pd.Index(self.items["item_id"].astype(str)).get_indexer(
+            np.asarray(ids, dtype=object).reshape(-1)
+        )
+        return rows.reshape(ids.shape).astype(np.int64), str(index.config.kind)
+
+
+def _vocab_map(src: Vocabulary, dst: Vocabulary) -> np.ndarray:
+    """``[len(src)]`` ids in ``dst`` of every id of ``src`` (PAD and OOV map to themselves)."""
+    mapped = dst.lookup(src.values) if src.values else np.zeros(0, np.int32)
+    return np.concatenate([[F.PAD, F.OOV], mapped]).astype(np.int32)
+
+
+def remap_query_ids(
+    features: Mapping[str, np.ndarray], src: Vocabularies, dst: Vocabularies
+) -> dict[str, np.ndarray]:
+    """Query id features encoded with ``src`` re-encoded with ``dst`` (unknown history dropped).
+
+    Used when the examples' vocabularies are not the model's (another split or version).
+    """
+    out = dict(features)
+    for name, attr in (
+        (F.HISTORY, "items"),
+        (F.SEARCH_TOKENS, "tokens"),
+        (F.LAST_SEARCH_TOKENS, "tokens"),
+        (F.COUNTRY, "countries"),
+        (F.REGION, "regions"),
+        (F.GENDER, "genders"),
+    ):
+        table = _vocab_map(getattr(src, attr), getattr(dst, attr))
+        out[name] = table[np.asarray(features[name], dtype=np.int64)]
+    # History keeps known videos only, packed to the front (as the serving path does).
+    hist = out[F.HISTORY]
+    keep = hist > F.OOV
+    order = np.argsort(~keep, axis=1, kind="stable")
+    packed = np.take_along_axis(hist, order, axis=1)
+    packed[~np.take_along_axis(keep, order, axis=1)] = F.PAD
+    out[F.HISTORY] = packed.astype(np.int32)
+    return out
+
+
+def _same_vocabularies(a: Vocabularies, b: Vocabularies) -> bool:
+    return all(
+        getattr(a, name).values == getattr(b, name).values
+        for name in ("items", "tokens", "countries", "regions", "genders")
+    )
+
+
+def model_features(
+    queries: Mapping[str, np.ndarray], examples_vocab: Vocabularies, model: ArtifactModel
+) -> dict[str, np.ndarray]:
+    """The query features of ``queries`` as ``model`` reads them."""
+    feats = {name: queries[name] for name in F.QUERY_FEATURES}
+    if _same_vocabularies(examples_vocab, model.vocabularies):
+        return feats
+    log.info("re-encoding query ids with the vocabularies of %s", model.label)
+    return remap_query_ids(feats, examples_vocab, model.vocabularies)
