@@ -12,8 +12,6 @@ from typing import Any, ClassVar, Literal, NamedTuple, Self
 
 import numpy as np
 
-from recsys.index._validation import check_k, check_query
-
 logger = logging.getLogger(__name__)
 
 IndexKind = Literal["exact", "scann", "auto"]
@@ -212,20 +210,12 @@ class Index(abc.ABC):
         maps positions to its own rows once (a server over a loaded index) must not mutate.
         """
 
+    @abc.abstractmethod
     def search_rows(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """`search` as positions into `row_ids` (int64 `[min(k, len)]`) and scores.
 
         Saves a string per result for callers that map results to their own arrays.
         """
-        query = check_query(query, self.dim)
-        k = check_k(k)
-        ids, scores = self.search_batch(query[None, :], k)
-        return self._positions(ids[0]), scores[0]
-
-    def _positions(self, ids: np.ndarray) -> np.ndarray:
-        """Positions of `ids` in `row_ids` (the slow generic path; subclasses avoid it)."""
-        position = {item_id: row for row, item_id in enumerate(self.row_ids.tolist())}
-        return np.array([position[i] for i in ids.tolist()], dtype=np.int64)
 
     @abc.abstractmethod
     def add(self, ids: IdsLike, embeddings: np.ndarray) -> None:
