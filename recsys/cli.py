@@ -25,7 +25,8 @@ class UsageError(Exception):
     """A command-line input the user can fix."""
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """An argparse type: a positive integer, else a clear usage error."""
     value = int(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
@@ -119,9 +120,9 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
         "--seed", type=int, default=0, help="random seed; same seed, same files (default 0)"
     )
     p.add_argument("--out", type=Path, required=True, help="dataset folder to write")
-    p.add_argument("--users", type=_positive_int, help="override the preset's number of users")
-    p.add_argument("--items", type=_positive_int, help="override the preset's number of videos")
-    p.add_argument("--days", type=_positive_int, help="override the preset's number of days")
+    p.add_argument("--users", type=positive_int, help="override the preset's number of users")
+    p.add_argument("--items", type=positive_int, help="override the preset's number of videos")
+    p.add_argument("--days", type=positive_int, help="override the preset's number of days")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.set_defaults(handler=_cmd_data_synth)
 
@@ -160,7 +161,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--max-events",
-        type=_positive_int,
+        type=positive_int,
         default=2000,
         help="held-out watches to score (default 2000)",
     )
@@ -222,7 +223,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--cutoff", type=int, help="time split cut-off, Unix seconds (default: last 10%%)"
     )
-    p.add_argument("--epochs", type=_positive_int, help="override train.epochs")
+    p.add_argument("--epochs", type=positive_int, help="override train.epochs")
     p.add_argument(
         "--work-dir",
         type=Path,
@@ -230,7 +231,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--max-eval-queries",
-        type=_positive_int,
+        type=positive_int,
         default=5000,
         help="validation sample size (default 5000)",
     )
@@ -326,17 +327,17 @@ def _add_index(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--num-leaves",
-        type=_positive_int,
+        type=positive_int,
         help="ScaNN tree partitions (default about sqrt(items), at most 2000)",
     )
     p.add_argument(
         "--leaves-to-search",
-        type=_positive_int,
+        type=positive_int,
         help="ScaNN partitions searched per query (default 5%% of the leaves)",
     )
     p.add_argument(
         "--reorder-k",
-        type=_positive_int,
+        type=positive_int,
         help="ScaNN candidates rescored exactly per query (default 250)",
     )
     p.set_defaults(handler=_cmd_index_build)
@@ -352,7 +353,7 @@ def _add_index(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--artifact", type=Path, required=True, help=artifact_help)
     p.add_argument(
-        "--k", type=_positive_int, default=100, help="recall@K is measured at this K (default 100)"
+        "--k", type=positive_int, default=100, help="recall@K is measured at this K (default 100)"
     )
     p.add_argument(
         "--target-recall",
@@ -362,7 +363,7 @@ def _add_index(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--num-queries",
-        type=_positive_int,
+        type=positive_int,
         default=1000,
         help="held-out query proxies to measure recall on (default 1000)",
     )
@@ -387,7 +388,7 @@ def _add_index(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--items", type=Path, required=True, help="Parquet file of the new videos")
     p.add_argument(
         "--batch-size",
-        type=_positive_int,
+        type=positive_int,
         default=1024,
         help="videos embedded per candidate-model call (default 1024)",
     )
@@ -543,7 +544,7 @@ def _add_serving(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--target", required=True, metavar="HOST:PORT", help="the server")
     p.add_argument("--user-id", help="a user of the training data (uses the stored profile)")
-    p.add_argument("--k", type=_positive_int, default=10, help="videos to return (default 10)")
+    p.add_argument("--k", type=positive_int, default=10, help="videos to return (default 10)")
     p.add_argument(
         "--history",
         nargs="+",
@@ -585,9 +586,9 @@ def _add_serving(sub: argparse._SubParsersAction) -> None:
         "printed. Exit code 1 when any call failed.",
     )
     p.add_argument("--target", required=True, metavar="HOST:PORT", help="the server")
-    p.add_argument("--concurrency", type=_positive_int, required=True, help="calls kept in flight")
+    p.add_argument("--concurrency", type=positive_int, required=True, help="calls kept in flight")
     p.add_argument("--duration", type=float, required=True, metavar="S", help="measured seconds")
-    p.add_argument("--k", type=_positive_int, default=100, help="videos per call (default 100)")
+    p.add_argument("--k", type=positive_int, default=100, help="videos per call (default 100)")
     p.add_argument(
         "--user-id",
         action="append",
@@ -612,19 +613,19 @@ def _add_serving(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--echo-workers",
-        type=_positive_int,
+        type=positive_int,
         default=8,
         help="echo server worker threads (default 8, as `recsys serve`)",
     )
     p.add_argument(
         "--echo-processes",
-        type=_positive_int,
+        type=positive_int,
         default=1,
         help="echo server processes on its port (default 1; match the server's --processes)",
     )
     p.add_argument(
         "--channels",
-        type=_positive_int,
+        type=positive_int,
         default=1,
         help="connections the calls are spread over (default 1; a server with --processes N "
         "needs at least N to use them all)",
@@ -709,7 +710,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--ablation-epochs",
-        type=_positive_int,
+        type=positive_int,
         default=2,
         metavar="N",
         help="training epochs of each ablation variant (default 2)",
@@ -723,14 +724,14 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--max-queries",
-        type=_positive_int,
+        type=positive_int,
         default=5000,
         metavar="N",
         help="held-out watches evaluated, a seeded sample (default 5000)",
     )
     p.add_argument(
         "--tfrs-epochs",
-        type=_positive_int,
+        type=positive_int,
         default=3,
         metavar="N",
         help="training epochs of the TFRS basic baseline (default 3, as the TFRS tutorial)",

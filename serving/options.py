@@ -1,7 +1,7 @@
 """``recsys serve`` options: one definition for the CLI and ``python -m recsys_serving.server``.
 
-Light on purpose (argparse only): building the ``recsys`` command line must not import gRPC,
-pyarrow or TensorFlow.
+Light on purpose (argparse, and the CLI's argument types): building the ``recsys`` command
+line must not import gRPC, pyarrow or TensorFlow.
 """
 
 from __future__ import annotations
@@ -10,17 +10,12 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from recsys.cli import positive_int
+
 if TYPE_CHECKING:
     from recsys_serving.server import ServerConfig
 
 TOWER_RUNTIMES = ("auto", "tflite", "savedmodel")  # recsys.query_tower.RUNTIMES (a test checks)
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser, default_port: int = 50051) -> None:
@@ -42,13 +37,13 @@ def add_arguments(parser: argparse.ArgumentParser, default_port: int = 50051) ->
     )
     parser.add_argument(
         "--workers",
-        type=_positive_int,
+        type=positive_int,
         default=8,
         help="gRPC worker threads per process (default 8, measured on 2 cores)",
     )
     parser.add_argument(
         "--processes",
-        type=_positive_int,
+        type=positive_int,
         default=1,
         help="server processes sharing the port, one GIL each; the kernel spreads connections "
         "over them, each loads and hot-reloads the model, a dead one is restarted (default 1; "
@@ -84,7 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser, default_port: int = 50051) ->
     )
     tuning.add_argument(
         "--max-batch",
-        type=_positive_int,
+        type=positive_int,
         default=32,
         help="most concurrent queries per query-tower call (default 32; 1: no batching)",
     )
