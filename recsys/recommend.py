@@ -118,7 +118,10 @@ class Recommender:
         # Index positions -> catalog rows, once: results then map with one gather, not a
         # dict probe per id (the served index is never mutated, see Index.row_ids).
         self._catalog_row_at = catalog.rows_or_missing(index.row_ids)
-        self._tower = QueryTowerBatcher(query_tower, options.max_batch)
+        # The Lite tower runs one query at a time: stacking queued queries would only be split
+        # again row by row, so it gets batches of one (the batcher still orders the callers).
+        batch = options.max_batch if query_tower.runtime == "savedmodel" else 1
+        self._tower = QueryTowerBatcher(query_tower, batch)
         self._search_overrides: dict[str, int] = {}
         if isinstance(index, ScannIndex):
             if options.leaves_to_search is not None:

@@ -39,7 +39,8 @@ class RecommenderOptions:
     The scored set's target size is ``C = max(overfetch * k, min_candidates)``; the index is
     asked for C plus the number of excluded videos, more while filters leave fewer than C.
     ``leaves_to_search`` / ``reorder_k`` override the ScaNN index's tuned defaults (None:
-    keep them). ``max_batch`` caps how many concurrent queries share one query-tower call.
+    keep them). ``max_batch`` caps how many concurrent queries share one call of the SavedModel
+    tower (the Lite tower takes one query per call).
     ``tower_runtime``: see :func:`recsys.query_tower.load_query_tower` ("auto": TensorFlow
     Lite when it gives the SavedModel's embeddings, else the SavedModel).
     """

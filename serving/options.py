@@ -81,7 +81,8 @@ def add_arguments(parser: argparse.ArgumentParser, default_port: int = 50051) ->
         "--max-batch",
         type=positive_int,
         default=32,
-        help="most concurrent queries per query-tower call (default 32; 1: no batching)",
+        help="most concurrent queries per SavedModel query-tower call (default 32; 1: no "
+        "batching; the TensorFlow Lite tower takes one query per call)",
     )
     tuning.add_argument("--tf-intra-op-threads", type=int, default=1, help="default 1")
     tuning.add_argument(
