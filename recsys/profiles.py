@@ -196,6 +196,30 @@ class Profiles:
         """Whether ``user_id`` has a profile."""
         return user_id in self._row_of
 
+    def row_of(self, user_id: str) -> int | None:
+        """The profile row of ``user_id`` (None when it has no profile)."""
+        return self._row_of.get(user_id)
+
+    def column(self, name: str) -> pa.Array:
+        """One column of :data:`PROFILE_SCHEMA`, in profile-row order."""
+        return self._columns[name]
+
+    def list_column(self, name: str) -> tuple[pa.Array, np.ndarray]:
+        """A list column's flat values and int64 offsets ``[len + 1]`` (row ``r``: o[r]:o[r+1])."""
+        column = self._columns[name]
+        return column.values, column.offsets.to_numpy().astype(np.int64)
+
+    def demographics(self, row: int) -> tuple[str | None, str | None, int | None, str | None]:
+        """Country, region, age and gender of profile ``row`` (None where unknown)."""
+        col = self._columns
+        age = col["age"][row].as_py()
+        return (
+            _str_or_none(col["country"][row].as_py()),
+            _str_or_none(col["region"][row].as_py()),
+            int(age) if isinstance(age, int) else None,
+            _str_or_none(col["gender"][row].as_py()),
+        )
+
     def user_id_at(self, row: int) -> str:
         """The user id of profile ``row`` (0-based, the users table's order)."""
         return str(self._columns["user_id"][row].as_py())
@@ -210,20 +234,16 @@ class Profiles:
         if row is None:
             return None
         col = self._columns
-
-        def value(name: str) -> object:
-            return col[name][row].as_py()
-
-        age = value("age")
+        country, region, age, gender = self.demographics(row)
         return RequestContext(
             watch_history=col["watch_ids"][row].values.to_pylist(),
             watch_times=col["watch_times"][row].values.to_pylist(),
             searches=col["searches"][row].values.to_pylist(),
             search_times=col["search_times"][row].values.to_pylist(),
-            country=_str_or_none(value("country")),
-            region=_str_or_none(value("region")),
-            age=int(age) if isinstance(age, int) else None,
-            gender=_str_or_none(value("gender")),
+            country=country,
+            region=region,
+            age=age,
+            gender=gender,
             request_time=request_time,
         )
 

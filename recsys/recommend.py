@@ -28,6 +28,7 @@ from recsys.artifacts import ArtifactError, Manifest, verify_artifact
 from recsys.config import Config
 from recsys.context import RequestContext, encode_request
 from recsys.index import Index, IndexLoadError, ScannIndex, load_index
+from recsys.profile_features import EncodedProfiles
 from recsys.profiles import PROFILES_FILE, ProfileError, Profiles
 from recsys.query_tower import (
     TFLITE_FILE,
@@ -103,8 +104,9 @@ class Recommender:
         embeddings: np.ndarray,
         profiles: Profiles | None,
         options: RecommenderOptions,
+        encoded_profiles: EncodedProfiles | None = None,
     ) -> None:
-        """Assemble from loaded parts; use :meth:`load`."""
+        """Assemble from loaded parts (profiles are encoded unless given); use :meth:`load`."""
         self.path = path
         self.manifest = manifest
         self.config = config
@@ -128,6 +130,12 @@ class Recommender:
                 self._search_overrides["leaves_to_search"] = options.leaves_to_search
             if options.reorder_k is not None:
                 self._search_overrides["reorder_k"] = options.reorder_k
+        if encoded_profiles is None and profiles is not None:
+            encoded_profiles = EncodedProfiles(
+                profiles, vocabs, config.features, catalog.rows_or_missing
+            )
+        self._encoded_profiles = encoded_profiles
+        self._no_rows = np.empty(0, dtype=np.int64)
         self.loaded_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
     def with_options(self, options: RecommenderOptions) -> Recommender:
@@ -143,6 +151,7 @@ class Recommender:
             self.embeddings,
             self.profiles,
             options,
+            self._encoded_profiles,
         )
 
     @property
@@ -159,6 +168,11 @@ class Recommender:
     def version(self) -> str:
         """The artifact version, e.g. ``v0003``."""
         return self.manifest.version or self.path.name
+
+    @property
+    def catalog(self) -> ServedCatalog:
+        """The served videos (ids, titles, categories), row-aligned with the embeddings."""
+        return self._catalog
 
     @property
     def num_items(self) -> int:
@@ -267,6 +281,8 @@ class Recommender:
             assert profile is not None
             contexts.append(profile)
         k = min(10, self.num_items)
+        if self.profiles is not None and len(self.profiles):
+            self._probe_profile_path(self.profiles.user_id_at(0), now, k)
         for ctx in contexts:
             try:
                 result = self._recommend(ctx, False, k, False, (), None)
@@ -284,6 +300,23 @@ class Recommender:
                     f"{self.path}: probe query gave {len(result.items)} items (want {k}), "
                     f"logits {logits[:5]}, probabilities summing to {total}"
                 )
+
+    def _probe_profile_path(self, user_id: str, now: int, k: int) -> None:
+        """The encoded profile must give what the profile's context gives (same features)."""
+        ctx = RequestContext(request_time=now)
+        fast = self.recommend(ctx, user_id, k)
+        profile = self.profiles.context(user_id, now) if self.profiles else None
+        assert profile is not None
+        slow = self._recommend(profile, True, k, True, (), None)
+        if (
+            not np.array_equal(fast.rows, slow.rows)
+            or not np.allclose(fast.logits, slow.logits, rtol=1e-5, atol=1e-6)
+            or fast.unknown_videos != slow.unknown_videos
+        ):
+            raise ModelLoadError(
+                f"{self.path}: the encoded profile of user {user_id!r} recommends differently "
+                f"from its context (rows {fast.rows[:5]} vs {slow.rows[:5]})"
+            )
 
     # ------------------------------------------------------------------ requests
 
@@ -308,6 +341,33 @@ class Recommender:
             raise ValueError(f"k must be an integer in 1..{self.options.max_k}, got {k!r}")
         explicit = has_context(ctx)
         profile = None
+        encoded = self._encoded_profiles
+        if (
+            user_id
+            and encoded is not None
+            and (ctx is None or not (ctx.watch_history or ctx.searches))
+        ):
+            row = encoded.profiles.row_of(user_id)
+            if row is not None:  # the stored history: encoded at load, no strings per request
+                moment = (
+                    int(time.time())
+                    if ctx is None or ctx.request_time is None
+                    else int(ctx.request_time)
+                )
+                query = encoded.query(row, moment, ctx)
+                excluded = query.watched_rows if exclude_watched else self._no_rows
+                if exclude_ids:
+                    excluded = np.concatenate([excluded, self._catalog.rows(exclude_ids)])
+                return self._score(
+                    query.features,
+                    np.unique(excluded),
+                    query.unknown_videos,
+                    True,
+                    k,
+                    category,
+                    started,
+                    time.perf_counter(),
+                )
         if user_id:
             request_time = None if ctx is None else ctx.request_time
             profile = self.profiles.context(user_id, request_time) if self.profiles else None
@@ -342,7 +402,33 @@ class Recommender:
         if exclude_watched:
             excluded.extend(watched_before(ctx, ctx.request_time))
         excluded_rows = np.unique(self._catalog.rows(excluded))  # sorted, for in_sorted
-        t1 = time.perf_counter()
+        return self._score(
+            features,
+            excluded_rows,
+            ctx.unknown_videos,
+            used_profile,
+            k,
+            category,
+            t0,
+            time.perf_counter(),
+        )
+
+    def _score(
+        self,
+        features: dict[str, np.ndarray],
+        excluded_rows: np.ndarray,
+        unknown_videos: int,
+        used_profile: bool,
+        k: int,
+        category: str | None,
+        t0: float,
+        t1: float,
+    ) -> RecommendResult:
+        """Tower, index, exact re-scoring and softmax for one request's query features.
+
+        ``excluded_rows``: sorted catalog rows never returned; ``t0``/``t1``: perf_counter at
+        the request's start and when its features were ready (for the stage timings).
+        """
         query = self._tower(features)
         t2 = time.perf_counter()
         candidates, index_s = self._candidates(query, k, excluded_rows, category)
@@ -351,18 +437,6 @@ class Recommender:
         size = min(len(rows), self.options.num_candidates(k))
         rows, logits = rows[:size], logits[:size]
         probabilities = softmax(logits, self.temperature)
-        top = rows[:k]
-        ids, titles, categories = self._catalog.describe(top)
-        items = tuple(
-            map(
-                RecommendedItem,
-                ids,
-                titles,
-                categories,
-                logits[:k].tolist(),
-                probabilities[:k].tolist(),
-            )
-        )
         t4 = time.perf_counter()
         timings = StageTimings(
             context_ms=_ms(t1 - t0),
@@ -372,11 +446,14 @@ class Recommender:
             total_ms=_ms(t4 - t0),
         )
         return RecommendResult(
-            items=items,
+            rows=rows[:k],
+            logits=logits[:k],
+            probabilities=probabilities[:k],
+            catalog=self._catalog,
             model_name=self.name,
             model_version=self.version,
             num_candidates_scored=size,
-            unknown_videos=ctx.unknown_videos,
+            unknown_videos=unknown_videos,
             used_profile=used_profile,
             timings=timings,
         )

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from recsys.context import RequestContext
 from recsys.query_tower import RUNTIMES, Runtime
+from recsys.served_catalog import ServedCatalog
 
 MAX_K = 1000
 
@@ -93,17 +95,40 @@ class StageTimings:
     total_ms: float = 0.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class RecommendResult:
-    """Ranked items (best first) and how they were obtained."""
+    """Ranked videos (best first) and how they were obtained.
 
-    items: tuple[RecommendedItem, ...]
+    The ranking is held as arrays (``rows`` into ``catalog``, ``logits``, ``probabilities``);
+    ``items`` builds the Python objects on first use, so a server that encodes its replies
+    straight from the arrays never pays for them.
+    """
+
+    rows: np.ndarray  # int64 [n]: catalog rows
+    logits: np.ndarray  # float32 [n]: q·v
+    probabilities: np.ndarray  # float64 [n]: softmax over the scored set (see the .proto)
+    catalog: ServedCatalog
     model_name: str
     model_version: str
     num_candidates_scored: int
     unknown_videos: int
     used_profile: bool
     timings: StageTimings
+
+    @cached_property
+    def items(self) -> tuple[RecommendedItem, ...]:
+        """The ranked videos as :class:`RecommendedItem` tuples."""
+        ids, titles, categories = self.catalog.describe(self.rows)
+        return tuple(
+            map(
+                RecommendedItem,
+                ids,
+                titles,
+                categories,
+                self.logits.tolist(),
+                self.probabilities.tolist(),
+            )
+        )
 
 
 class SimilarItem(NamedTuple):

@@ -38,9 +38,9 @@ from grpc_reflection.v1alpha import reflection
 from recsys.artifacts import ArtifactError, resolve_version
 from recsys.recommend import ModelLoadError, Recommender, RecommenderOptions
 from recsys_serving.options import add_arguments, config_from_args
-from recsys_serving.proto import SERVICE_NAME, pb2_grpc
+from recsys_serving.proto import SERVICE_NAME
 from recsys_serving.replicas import serve_replicas
-from recsys_serving.servicer import ModelSlot, RecommenderServicer
+from recsys_serving.servicer import ModelSlot, RecommenderServicer, add_to_server
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class RecommenderServer:
                 ("grpc.so_reuseport", 1 if config.reuse_port else 0),
             ],
         )
-        pb2_grpc.add_RecommenderServicer_to_server(RecommenderServicer(self.slot), server)
+        add_to_server(RecommenderServicer(self.slot), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server

@@ -24,12 +24,12 @@ from recsys.context import RequestContext
 from recsys.recommend import (
     MAX_K,
     Recommender,
-    RecommendResult,
     UnknownItemError,
     UnknownUserError,
 )
 from recsys.schema import MAX_AGE
-from recsys_serving.proto import pb2, pb2_grpc
+from recsys_serving.proto import SERVICE_NAME, pb2, pb2_grpc
+from recsys_serving.reply import ReplyEncoder
 
 log = logging.getLogger(__name__)
 
@@ -208,40 +208,24 @@ def _check_deadline(context: grpc.ServicerContext) -> None:
         raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
 
 
-def to_response(result: RecommendResult, server_started: float) -> pb2.RecommendResponse:
-    """The reply for a library result (``server_started``: perf_counter at the request)."""
-    reply = pb2.RecommendResponse(
-        model_name=result.model_name,
-        model_version=result.model_version,
-        num_candidates_scored=result.num_candidates_scored,
-        unknown_videos=result.unknown_videos,
-        used_profile=result.used_profile,
-    )
-    add = reply.items.add  # in place: half the cost of building messages and copying them
-    for item in result.items:
-        add(
-            item_id=item.item_id,
-            title=item.title,
-            category=item.category,
-            logit=item.logit,
-            probability=item.probability,
-        )
-    t = result.timings
-    timings = reply.timings
-    timings.context_ms = t.context_ms
-    timings.query_tower_ms = t.query_tower_ms
-    timings.index_ms = t.index_ms
-    timings.rescoring_ms = t.rescoring_ms
-    timings.total_ms = (time.perf_counter() - server_started) * 1000.0
-    return reply
-
-
 class RecommenderServicer(pb2_grpc.RecommenderServicer):
-    """Typed handlers of ``recsys.v1.Recommender`` over the model in a :class:`ModelSlot`."""
+    """Typed handlers of ``recsys.v1.Recommender`` over the model in a :class:`ModelSlot`.
+
+    ``Recommend`` answers with the serialised reply (bytes, see :mod:`recsys_serving.reply`):
+    register the servicer with :func:`add_to_server`, which passes bytes through.
+    """
 
     def __init__(self, slot: ModelSlot) -> None:
         """Serve whatever model ``slot`` holds at each request."""
         self._slot = slot
+        self._encoder: ReplyEncoder | None = None
+
+    def _reply_encoder(self, model: Recommender) -> ReplyEncoder:
+        """The reply encoder of ``model``'s catalog (a new one after a model swap)."""
+        encoder = self._encoder
+        if encoder is None or encoder.catalog is not model.catalog:
+            encoder = self._encoder = ReplyEncoder(model.catalog)
+        return encoder
 
     def _model(self) -> Recommender:
         model = self._slot.get()
@@ -268,13 +252,14 @@ class RecommenderServicer(pb2_grpc.RecommenderServicer):
 
     def Recommend(  # noqa: N802  (gRPC method names are the proto's)
         self, request: pb2.RecommendRequest, context: grpc.ServicerContext
-    ) -> pb2.RecommendResponse:
-        """Ranked videos for a user context (see the .proto)."""
+    ) -> bytes:
+        """Ranked videos for a user context (see the .proto): the serialised reply."""
         started = time.perf_counter()
 
-        def work() -> pb2.RecommendResponse:
+        def work() -> bytes:
             checked = check_recommend(request)
-            result = self._model().recommend(
+            model = self._model()
+            result = model.recommend(
                 checked.context,
                 checked.user_id,
                 checked.k,
@@ -282,7 +267,7 @@ class RecommenderServicer(pb2_grpc.RecommenderServicer):
                 exclude_ids=checked.exclude_ids,
                 category=checked.category,
             )
-            return to_response(result, started)
+            return self._reply_encoder(model).encode(result, started)
 
         return self._handle("Recommend", context, work)
 
@@ -345,3 +330,37 @@ def _json_default(value: object) -> object:
 def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
     context.abort(code, message)
     raise AssertionError("grpc.ServicerContext.abort returned")  # it always raises
+
+
+def _serialize(reply: object) -> bytes:
+    """Recommend's replies are bytes already; the other methods' are messages."""
+    if isinstance(reply, bytes):
+        return reply
+    return reply.SerializeToString()  # type: ignore[attr-defined]
+
+
+def add_to_server(servicer: RecommenderServicer, server: grpc.Server) -> None:
+    """Register ``servicer`` on ``server`` (as the generated function does, bytes passed through).
+
+    The generated ``add_RecommenderServicer_to_server`` serialises every reply with the
+    message class's own method, which refuses the bytes ``Recommend`` returns.
+    """
+    handlers = {
+        "Recommend": grpc.unary_unary_rpc_method_handler(
+            servicer.Recommend,
+            request_deserializer=pb2.RecommendRequest.FromString,
+            response_serializer=_serialize,
+        ),
+        "SimilarItems": grpc.unary_unary_rpc_method_handler(
+            servicer.SimilarItems,
+            request_deserializer=pb2.SimilarItemsRequest.FromString,
+            response_serializer=_serialize,
+        ),
+        "GetModelInfo": grpc.unary_unary_rpc_method_handler(
+            servicer.GetModelInfo,
+            request_deserializer=pb2.GetModelInfoRequest.FromString,
+            response_serializer=_serialize,
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)

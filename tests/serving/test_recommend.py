@@ -156,6 +156,40 @@ def test_explicit_fields_win_over_the_profile(model: Recommender) -> None:
     assert [i.item_id for i in via_user.items] == [i.item_id for i in explicit.items]
 
 
+def test_stored_profiles_recommend_what_their_contexts_recommend(model: Recommender) -> None:
+    """A user_id request (profile encoded at load) equals the profile's explicit context."""
+    assert model.profiles is not None
+    compared = 0
+    for row in range(0, len(model.profiles), 7):
+        user = model.profiles.user_id_at(row)
+        stored = model.profiles.context(user, REQUEST_TIME)
+        assert stored is not None
+        times = list(stored.watch_times or [])
+        moments = [REQUEST_TIME] + ([times[len(times) // 2]] if times else [])
+        for moment in moments:
+            ctx = model.profiles.context(user, moment)
+            assert ctx is not None
+            if not (ctx.watch_history or ctx.searches):
+                continue
+            exclude = list(ctx.watch_history[:2])
+            for kwargs in (
+                {},
+                {"exclude_watched": False},
+                {"exclude_ids": ["not-a-video", *exclude]},
+                {"category": model.catalog.category_names[row % 3]},
+            ):
+                fast = model.recommend(RequestContext(request_time=moment), user, 30, **kwargs)
+                slow = model.recommend(ctx, None, 30, **kwargs)  # type: ignore[arg-type]
+                assert fast.used_profile
+                assert not slow.used_profile
+                assert [i.item_id for i in fast.items] == [i.item_id for i in slow.items]
+                np.testing.assert_allclose(fast.logits, slow.logits, rtol=1e-5, atol=1e-6)
+                assert fast.unknown_videos == slow.unknown_videos
+                assert fast.num_candidates_scored == slow.num_candidates_scored
+                compared += 1
+    assert compared > 40
+
+
 def test_bad_requests_raise_clear_errors(model: Recommender) -> None:
     ctx = RequestContext(searches=["music"])
     for k in (0, 1001, -3):

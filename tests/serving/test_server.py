@@ -375,12 +375,12 @@ class _Exploding:
 def test_an_internal_error_is_internal_and_the_server_keeps_serving() -> None:
     from concurrent import futures
 
-    from recsys_serving.servicer import ModelSlot, RecommenderServicer
+    from recsys_serving.servicer import ModelSlot, RecommenderServicer, add_to_server
 
     slot = ModelSlot()
     slot.swap(_Exploding())  # type: ignore[arg-type]
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    pb2_grpc.add_RecommenderServicer_to_server(RecommenderServicer(slot), server)
+    add_to_server(RecommenderServicer(slot), server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     try:

@@ -1,0 +1,104 @@
+"""RecommendResponse bytes straight from a result's arrays, each video's fields encoded once.
+
+Building a reply of k items through the protobuf API costs a Python call per item (and the
+``RecommendedItem`` tuples before it): about a fifth of a request's CPU at k=100. The wire
+format makes most of it cacheable: a video's id, title and category never change within a
+model version, so :class:`ReplyEncoder` keeps each video's serialised fields (with the item's
+tag and length: the two floats that follow have a fixed size) and per reply only packs the
+logits and probabilities with numpy and joins the pieces. The result parses to the same
+message the protobuf API builds (a test checks); fields may be in any order on the wire, so
+the reply's other fields are serialised by protobuf and appended.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from recsys.request import RecommendResult
+from recsys.served_catalog import ServedCatalog
+from recsys_serving.proto import pb2
+
+# RecommendedItem's floats: field 4 (logit) and 5 (probability), wire type 5 (fixed32).
+_FLOATS = np.dtype([("tag4", "u1"), ("logit", "<f4"), ("tag5", "u1"), ("probability", "<f4")])
+_ITEMS_TAG = b"\x0a"  # RecommendResponse.items: field 1, wire type 2 (length-delimited)
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+class ReplyEncoder:
+    """Serialises Recommend replies for one catalog; thread-safe (the cache only grows)."""
+
+    def __init__(self, catalog: ServedCatalog) -> None:
+        """Encode replies whose rows index ``catalog``; videos are encoded on first use."""
+        self.catalog = catalog
+        self._heads = np.full(len(catalog.ids), None, dtype=object)
+
+    def _head(self, row: int) -> bytes:
+        ids, titles, categories = self.catalog.describe(np.array([row]))
+        fields = pb2.RecommendedItem(
+            item_id=ids[0], title=titles[0], category=categories[0]
+        ).SerializeToString()
+        head = _ITEMS_TAG + _varint(len(fields) + _FLOATS.itemsize) + fields
+        self._heads[row] = head  # two threads may both encode a video: the same bytes
+        return head
+
+    def encode(self, result: RecommendResult, server_started: float) -> bytes:
+        """The serialised RecommendResponse for ``result`` (``server_started``: perf_counter)."""
+        heads = self._heads[result.rows].tolist()
+        for i, head in enumerate(heads):
+            if head is None:
+                heads[i] = self._head(int(result.rows[i]))
+        floats = np.empty(len(heads), dtype=_FLOATS)
+        floats["tag4"] = 0x25
+        floats["logit"] = result.logits
+        floats["tag5"] = 0x2D
+        floats["probability"] = result.probabilities
+        packed = floats.tobytes()
+        size = _FLOATS.itemsize
+        parts: list[bytes] = [b""] * (2 * len(heads))
+        parts[0::2] = heads
+        parts[1::2] = [packed[i : i + size] for i in range(0, len(packed), size)]
+        return b"".join(parts) + response_fields(result, server_started).SerializeToString()
+
+
+def response_fields(result: RecommendResult, server_started: float) -> pb2.RecommendResponse:
+    """A RecommendResponse with everything but the items (timings total up to now)."""
+    reply = pb2.RecommendResponse(
+        model_name=result.model_name,
+        model_version=result.model_version,
+        num_candidates_scored=result.num_candidates_scored,
+        unknown_videos=result.unknown_videos,
+        used_profile=result.used_profile,
+    )
+    t = result.timings
+    timings = reply.timings
+    timings.context_ms = t.context_ms
+    timings.query_tower_ms = t.query_tower_ms
+    timings.index_ms = t.index_ms
+    timings.rescoring_ms = t.rescoring_ms
+    timings.total_ms = (time.perf_counter() - server_started) * 1000.0
+    return reply
+
+
+def to_response(result: RecommendResult, server_started: float) -> pb2.RecommendResponse:
+    """The reply as a message, built item by item through protobuf (what the bytes parse to)."""
+    reply = response_fields(result, server_started)
+    add = reply.items.add  # in place: half the cost of building messages and copying them
+    for item in result.items:
+        add(
+            item_id=item.item_id,
+            title=item.title,
+            category=item.category,
+            logit=item.logit,
+            probability=item.probability,
+        )
+    return reply
