@@ -112,6 +112,13 @@ def tail_window(flat: np.ndarray, starts: np.ndarray, ends: np.ndarray, width: i
     ``flat: [total]`` int; ``starts, ends: [n]``; returns ``[n, width]`` int32, 0-padded at
     the end. Training examples and serving requests both build their contexts with this.
     """
+    if len(ends) == 1:  # a serving request: one slice, no index arithmetic
+        end = int(ends[0])
+        start = max(int(starts[0]), end - width)
+        out = np.zeros((1, width), dtype=np.int32)
+        if end > start:
+            out[0, : end - start] = flat[start:end]
+        return out
     starts = np.maximum(
         np.asarray(starts, dtype=np.int64), np.asarray(ends, dtype=np.int64) - width
     )

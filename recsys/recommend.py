@@ -520,7 +520,7 @@ class Recommender:
             rows = rows[self._catalog.category_code[rows] == code]
         rows = np.sort(rows)  # ascending rows: a sequential read of the embeddings
         logits = np.asarray(np.take(self.embeddings, rows, axis=0) @ query, dtype=np.float32)
-        order = np.lexsort((rows, -logits))
+        order = np.argsort(-logits, kind="stable")  # rows ascending: ties by catalog order
         return rows[order], logits[order]
 
     def similar_items(self, item_id: str, k: int) -> tuple[SimilarItem, ...]:

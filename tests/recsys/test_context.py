@@ -42,3 +42,21 @@ def test_request_demographics_equal_the_user_table_row() -> None:
         for name, value in want.items():
             assert got[name].dtype == value.dtype, name
             np.testing.assert_array_equal(got[name], value, err_msg=f"case {row}: {name}")
+
+
+def test_one_slice_tail_window_equals_the_batched_one() -> None:
+    """Serving's one-slice shortcut of tail_window gives the rows training's batch gives."""
+    from recsys.features import tail_window
+
+    rng = np.random.default_rng(3)
+    flat = rng.integers(2, 1000, size=200).astype(np.int32)
+    starts = rng.integers(0, 200, size=300)
+    ends = np.minimum(starts + rng.integers(-3, 80, size=300), 200)  # some empty or reversed
+    for width in (1, 8, 50):
+        batched = tail_window(flat, starts, ends, width)
+        for i in range(len(ends)):
+            one = tail_window(flat, starts[i : i + 1], ends[i : i + 1], width)
+            np.testing.assert_array_equal(one, batched[i : i + 1], err_msg=f"{i} {width}")
+            assert one.dtype == batched.dtype
+    empty = tail_window(np.zeros(0, dtype=np.int32), np.array([0]), np.array([0]), 4)
+    np.testing.assert_array_equal(empty, np.zeros((1, 4), dtype=np.int32))
