@@ -5,9 +5,11 @@ Turning them into query features at every request (a vocabulary probe per watch,
 every search, a catalog probe per watch for the exclusions) cost more than the query tower
 and the index together. :class:`EncodedProfiles` does that work once, for every profile, when
 a model is loaded: watches become vocabulary ids and catalog rows, searches token ids. A
-request then only cuts each list at its moment and calls :func:`recsys.context.encode_queries`,
-the function training uses, so the features equal what :func:`~recsys.context.encode_request`
-builds from the same profile (a test checks every user at several moments).
+request then only cuts each list at its moment and copies the windows
+:func:`recsys.context.encode_queries` (the function training uses) would take: one context,
+so a few slices instead of its array arithmetic over a batch. The features equal what
+:func:`~recsys.context.encode_request` builds from the same profile: tests check every user of
+a trained artifact at several moments, and edge cases (unknown videos, blank searches, ties).
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ import pyarrow as pa
 
 from recsys import features as F
 from recsys.catalog import encode_texts
-from recsys.context import EventLog, RequestContext, encode_queries, request_demographics
-from recsys.features import FeatureConfig
+from recsys.context import RequestContext, request_demographics
+from recsys.features import MAX_GAP_MINUTES, FeatureConfig
 from recsys.profiles import ProfileError, Profiles
 from recsys.vocab import Vocabularies
 
@@ -59,6 +61,12 @@ class EncodedProfiles:
         id_array = ids.to_numpy(zero_copy_only=False)
         self._w_item = vocabs.items.lookup(id_array)
         self._w_row = catalog_rows(id_array).astype(np.int32)
+        # The watches the model knows, with their own offsets: the context's history skips
+        # unknown videos (counted from a running count instead).
+        known = self._w_item > F.OOV
+        self._k_item, self._k_time = self._w_item[known], self._w_time[known]
+        self._k_off = _running_count(known)[self._w_off]
+        self._oov_before = _running_count(self._w_item == F.OOV)
 
         searches, s_off = profiles.list_column("searches")
         s_time = _times(profiles, "search_times", s_off)
@@ -102,38 +110,35 @@ class EncodedProfiles:
         Only events strictly before the moment count, as in ``encode_request``; ``ctx``'s
         watch history and searches are not looked at (the caller serves those another way).
         """
+        config = self._config
         a, b = int(self._w_off[row]), int(self._w_off[row + 1])
         end = a + int(np.searchsorted(self._w_time[a:b], moment, side="left"))
-        items = self._w_item[a:end]
-        known = items > F.OOV
-        if known.all():  # the usual case: the shared arrays with a range, no copies
-            watches, w_range = self._w_item, (a, end)
-            w_time = self._w_time
-        else:
-            watches, w_time = items[known], self._w_time[a:end][known]
-            w_range = (0, len(watches))
+        ka, kb = int(self._k_off[row]), int(self._k_off[row + 1])
+        k_end = ka + int(np.searchsorted(self._k_time[ka:kb], moment, side="left"))
         sa, sb = int(self._s_off[row]), int(self._s_off[row + 1])
         s_end = sa + int(np.searchsorted(self._s_time[sa:sb], moment, side="left"))
-        events = EventLog(
-            watch_items=watches,
-            watch_time=w_time,
-            search_time=self._s_time,
-            search_offsets=self._tok_off,
-            search_tokens=self._s_tokens,
+        tok_hi = int(self._tok_off[s_end])
+        tok_lo = int(self._tok_off[max(sa, s_end - config.max_searches)])
+        last_lo = int(self._tok_off[s_end - 1]) if s_end > sa else tok_hi
+        features = {
+            F.HISTORY: _tail(self._k_item, ka, k_end, config.max_history),
+            F.SEARCH_TOKENS: _tail(self._s_tokens, tok_lo, tok_hi, config.max_search_tokens),
+        }
+        features.update(self._demographics_of(row, ctx))
+        features[F.EXAMPLE_AGE] = self._zero_age
+        features[F.LAST_SEARCH_TOKENS] = _tail(
+            self._s_tokens, last_lo, tok_hi, config.max_last_search_tokens
         )
-        features = encode_queries(
-            events,
-            (np.array([w_range[0]]), np.array([w_range[1]])),
-            (np.array([sa]), np.array([s_end])),
-            self._demographics_of(row, ctx),
-            self._zero_age,
-            np.array([moment], dtype=np.int64),
-            self._config,
+        features[F.SINCE_LAST_WATCH] = _minutes_since(
+            moment, int(self._k_time[k_end - 1]) if k_end > ka else None
+        )
+        features[F.SINCE_LAST_SEARCH] = _minutes_since(
+            moment, int(self._s_time[s_end - 1]) if s_end > sa else None
         )
         rows = self._w_row[a:end]
         return ProfileQuery(
             features=features,
-            unknown_videos=int(np.count_nonzero(items == F.OOV)),
+            unknown_videos=int(self._oov_before[end] - self._oov_before[a]),
             watched_rows=rows[rows >= 0].astype(np.int64),
         )
 
@@ -148,6 +153,30 @@ class EncodedProfiles:
             gender=ctx.gender if ctx.gender is not None else gender,
         )
         return request_demographics(merged, self._vocabs)
+
+
+def _tail(flat: np.ndarray, start: int, end: int, width: int) -> np.ndarray:
+    """``features.tail_window`` of one slice: the last ``width`` of ``flat[start:end]``."""
+    out = np.zeros((1, width), dtype=np.int32)
+    lo = max(start, end - width)
+    if end > lo:
+        out[0, : end - lo] = flat[lo:end]
+    return out
+
+
+def _minutes_since(moment: int, time_: int | None) -> np.ndarray:
+    """``features.minutes_since`` of one moment: a year when there is no event."""
+    if time_ is None:
+        return np.array([MAX_GAP_MINUTES], dtype=np.float32)
+    gap = (float(moment) - float(time_)) / 60.0
+    return np.array([min(max(gap, 0.0), MAX_GAP_MINUTES)], dtype=np.float32)
+
+
+def _running_count(flags: np.ndarray) -> np.ndarray:
+    """``[len + 1]`` int64: how many of ``flags`` are set before each position."""
+    out = np.zeros(len(flags) + 1, dtype=np.int64)
+    np.cumsum(flags, out=out[1:])
+    return out
 
 
 def _objects(column: pa.Array) -> np.ndarray:

@@ -7,9 +7,11 @@ is a thin layer over it, so tests and notebooks get exactly what the service ret
 
 A request's query features come from :func:`recsys.context.encode_request`, the code that
 built the training contexts. The query embedding's dot product with a video's candidate
-embedding is the softmax logit (Covington et al. 2016): the index retrieves candidates,
-they are re-scored exactly from ``item_embeddings.npy``, filtered, and the softmax at the
-model's temperature over the scored set gives each probability (see the ``.proto``).
+embedding is the softmax logit (Covington et al. 2016): the index retrieves candidates and
+re-scores them exactly (ScaNN's reordering step computes float32 dot products with the stored
+embeddings; the load probe checks them against ``item_embeddings.npy``), they are filtered,
+and the softmax at the model's temperature over the scored set gives each probability (see
+the ``.proto``).
 """
 
 from __future__ import annotations
@@ -227,8 +229,8 @@ class Recommender:
         except CatalogLoadError as exc:
             raise ModelLoadError(str(exc)) from exc
         try:
-            # In memory, not mapped: re-scoring reads rows all over the file, and a page fault
-            # per row costs more than the dot products.
+            # In memory, not mapped: scoring a small category or a video's neighbours reads
+            # rows all over the file, and a page fault per row costs more than the products.
             embeddings = np.load(path / EMBEDDINGS_FILE, allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"{path / EMBEDDINGS_FILE}: cannot read ({exc})") from exc
@@ -281,6 +283,7 @@ class Recommender:
             assert profile is not None
             contexts.append(profile)
         k = min(10, self.num_items)
+        self._probe_index_scores(k)
         if self.profiles is not None and len(self.profiles):
             self._probe_profile_path(self.profiles.user_id_at(0), now, k)
         for ctx in contexts:
@@ -299,6 +302,19 @@ class Recommender:
                 raise ModelLoadError(
                     f"{self.path}: probe query gave {len(result.items)} items (want {k}), "
                     f"logits {logits[:5]}, probabilities summing to {total}"
+                )
+
+    def _probe_index_scores(self, k: int) -> None:
+        """The index's scores must be the dot products with ``item_embeddings.npy``'s rows."""
+        for row in (0, self.num_items - 1):
+            query = np.asarray(self.embeddings[row], dtype=np.float32)
+            rows, scores = self._index_search(query, k)
+            exact = np.take(self.embeddings, rows, axis=0) @ query
+            if len(rows) != k or not np.allclose(scores, exact, rtol=1e-4, atol=1e-4):
+                raise ModelLoadError(
+                    f"{self.path}: the index's scores are not the dot products with "
+                    f"{EMBEDDINGS_FILE} (index {scores[:3]} vs {exact[:3]}): the index and "
+                    "the embeddings come from different models"
                 )
 
     def _probe_profile_path(self, user_id: str, now: int, k: int) -> None:
@@ -431,9 +447,9 @@ class Recommender:
         """
         query = self._tower(features)
         t2 = time.perf_counter()
-        candidates, index_s = self._candidates(query, k, excluded_rows, category)
+        candidates, scores, index_s = self._candidates(query, k, excluded_rows, category)
         t3 = time.perf_counter()
-        rows, logits = self._rescore(query, candidates, excluded_rows, category)
+        rows, logits = self._rescore(candidates, scores, excluded_rows, category)
         size = min(len(rows), self.options.num_candidates(k))
         rows, logits = rows[:size], logits[:size]
         probabilities = softmax(logits, self.temperature)
@@ -460,8 +476,8 @@ class Recommender:
 
     def _candidates(
         self, query: np.ndarray, k: int, excluded_rows: np.ndarray, category: str | None
-    ) -> tuple[np.ndarray, float]:
-        """Candidate rows for ``query: [d]`` and the seconds spent in the index.
+    ) -> tuple[np.ndarray, np.ndarray, float]:
+        """Candidate rows, their exact logits, and the seconds spent in the index.
 
         Asks the index for C + |excluded| (C / category share with a category filter),
         doubling while the filters leave fewer than C; a category smaller than that is
@@ -475,53 +491,63 @@ class Recommender:
         if category is not None:
             in_category = self._catalog.category_rows.get(category)
             if in_category is None or len(in_category) == 0:
-                return np.empty(0, dtype=np.int64), 0.0
+                return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32), 0.0
             code = self._catalog.category_names.index(category)
             fetch = math.ceil(wanted * num_items / len(in_category)) + len(excluded_rows)
             if len(in_category) <= fetch:
-                return in_category, 0.0
+                logits = np.take(self.embeddings, in_category, axis=0) @ query
+                return in_category, np.asarray(logits, dtype=np.float32), 0.0
         spent = 0.0
         fetch = min(fetch, num_items)
         while True:
             t = time.perf_counter()
-            rows = self._index_search(query, fetch)
+            rows, logits = self._index_search(query, fetch)
             spent += time.perf_counter() - t
             if fetch >= num_items:
-                return rows, spent
+                return rows, logits, spent
             if in_category is None and len(rows) >= wanted + len(excluded_rows):
-                return rows, spent  # whatever the exclusions remove, C remain
+                return rows, logits, spent  # whatever the exclusions remove, C remain
             eligible = ~in_sorted(rows, excluded_rows)
             if in_category is not None:
                 eligible &= self._catalog.category_code[rows] == code
             if int(eligible.sum()) >= wanted:
-                return rows, spent
+                return rows, logits, spent
             fetch = min(num_items, 2 * fetch)
 
-    def _index_search(self, query: np.ndarray, fetch: int) -> np.ndarray:
-        """Catalog rows of the index's top ``fetch`` for ``query: [d]``, best first."""
-        positions, _ = self.index.search_rows(query, fetch, **self._search_overrides)
+    def _index_search(self, query: np.ndarray, fetch: int) -> tuple[np.ndarray, np.ndarray]:
+        """Catalog rows of the index's top ``fetch`` for ``query: [d]`` and their logits.
+
+        The index's scores are exact dot products (its contract, and :meth:`probe` checks
+        them against ``item_embeddings.npy``): ScaNN re-scores its candidates in float32.
+        """
+        positions, scores = self.index.search_rows(query, fetch, **self._search_overrides)
         rows = self._catalog_row_at[positions]
         if len(rows) and rows.min() < 0:
             raise RuntimeError(f"the index returned ids not in {ITEMS_FILE}")
-        return rows
+        return rows, np.asarray(scores, dtype=np.float32)
 
     def _rescore(
         self,
-        query: np.ndarray,
         rows: np.ndarray,
+        logits: np.ndarray,
         excluded_rows: np.ndarray,
         category: str | None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Eligible candidate rows and exact logits ``q·v``, best first (ties: catalog order)."""
+        """Eligible candidates and their logits ``q·v``, best first (ties: catalog order)."""
+        keep: np.ndarray | None = None
         if len(rows) and len(excluded_rows):
-            rows = rows[~in_sorted(rows, excluded_rows)]
+            keep = ~in_sorted(rows, excluded_rows)
         if category is not None and len(rows):
             code = self._catalog.category_names.index(category)
-            rows = rows[self._catalog.category_code[rows] == code]
-        rows = np.sort(rows)  # ascending rows: a sequential read of the embeddings
-        logits = np.asarray(np.take(self.embeddings, rows, axis=0) @ query, dtype=np.float32)
-        order = np.argsort(-logits, kind="stable")  # rows ascending: ties by catalog order
-        return rows[order], logits[order]
+            in_category = self._catalog.category_code[rows] == code
+            keep = in_category if keep is None else keep & in_category
+        if keep is not None:
+            rows, logits = rows[keep], logits[keep]
+        steps = np.diff(logits)
+        if len(steps) and not (steps < 0).all():  # unsorted, or ties to put in catalog order
+            order = np.lexsort((rows, -logits))
+            rows, logits = rows[order], logits[order]
+        return rows, logits
 
     def similar_items(self, item_id: str, k: int) -> tuple[SimilarItem, ...]:
         """The ``k`` videos nearest to ``item_id`` by candidate-embedding dot product."""
@@ -534,8 +560,9 @@ class Recommender:
             )
         vector = np.asarray(self.embeddings[row], dtype=np.float32)
         fetch = min(self.num_items, k + 1)
-        rows = self._index_search(vector, fetch)
-        rows, scores = self._rescore(vector, rows[rows != row], np.empty(0, np.int64), None)
+        rows, scores = self._index_search(vector, fetch)
+        other = rows != row
+        rows, scores = self._rescore(rows[other], scores[other], self._no_rows, None)
         rows, scores = rows[:k], scores[:k]
         ids_out, titles, categories = self._catalog.describe(rows)
         return tuple(

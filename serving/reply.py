@@ -34,6 +34,12 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
+def _string(tag: bytes, value: str) -> bytes:
+    """A string field (proto3: an empty string is not written)."""
+    data = value.encode()
+    return tag + _varint(len(data)) + data if data else b""
+
+
 class ReplyEncoder:
     """Serialises Recommend replies for one catalog; thread-safe (the cache only grows)."""
 
@@ -43,10 +49,13 @@ class ReplyEncoder:
         self._heads = np.full(len(catalog.ids), None, dtype=object)
 
     def _head(self, row: int) -> bytes:
-        ids, titles, categories = self.catalog.describe(np.array([row]))
-        fields = pb2.RecommendedItem(
-            item_id=ids[0], title=titles[0], category=categories[0]
-        ).SerializeToString()
+        catalog = self.catalog
+        code = int(catalog.category_code[row])
+        fields = (
+            _string(b"\x0a", catalog.ids[row])  # RecommendedItem.item_id
+            + _string(b"\x12", catalog.titles[row])  # .title
+            + _string(b"\x1a", catalog.category_names[code] if code >= 0 else "")  # .category
+        )
         head = _ITEMS_TAG + _varint(len(fields) + _FLOATS.itemsize) + fields
         self._heads[row] = head  # two threads may both encode a video: the same bytes
         return head

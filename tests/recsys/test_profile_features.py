@@ -76,6 +76,7 @@ EDGE_CASES = _table(
     ]
 )
 MOMENTS = [T0, T0 + 10, T0 + 11, T0 + 30, T0 + 31, T0 + 45, T0 + 55, T0 + 56, T0 + 10_000]
+MOMENTS.append(T0 + 3 * 365 * 86_400)  # gaps over a year: capped
 
 
 def _check_equal(encoded: EncodedProfiles, profiles: Profiles, user: str, moment: int) -> None:
