@@ -500,7 +500,7 @@ def _cmd_loadtest(args: argparse.Namespace) -> int:
         print(
             "             server stages, mean ms: "
             f"context {stages['context_ms']:.2f}, query tower {stages['query_tower_ms']:.2f}, "
-            f"index {stages['index_ms']:.2f}, re-scoring {stages['rescoring_ms']:.2f}, "
+            f"index {stages['index_ms']:.2f}, ranking {stages['rescoring_ms']:.2f}, "
             f"total {stages['total_ms']:.2f} (the rest of the latency is gRPC and queueing)"
         )
     if args.baseline_echo:

@@ -440,7 +440,7 @@ class Recommender:
         t0: float,
         t1: float,
     ) -> RecommendResult:
-        """Tower, index, exact re-scoring and softmax for one request's query features.
+        """Tower, index (with its exact re-scoring), ranking and softmax for one query.
 
         ``excluded_rows``: sorted catalog rows never returned; ``t0``/``t1``: perf_counter at
         the request's start and when its features were ready (for the stage timings).
@@ -449,7 +449,7 @@ class Recommender:
         t2 = time.perf_counter()
         candidates, scores, index_s = self._candidates(query, k, excluded_rows, category)
         t3 = time.perf_counter()
-        rows, logits = self._rescore(candidates, scores, excluded_rows, category)
+        rows, logits = self._rank(candidates, scores, excluded_rows, category)
         size = min(len(rows), self.options.num_candidates(k))
         rows, logits = rows[:size], logits[:size]
         probabilities = softmax(logits, self.temperature)
@@ -526,7 +526,7 @@ class Recommender:
             raise RuntimeError(f"the index returned ids not in {ITEMS_FILE}")
         return rows, np.asarray(scores, dtype=np.float32)
 
-    def _rescore(
+    def _rank(
         self,
         rows: np.ndarray,
         logits: np.ndarray,
@@ -562,7 +562,7 @@ class Recommender:
         fetch = min(self.num_items, k + 1)
         rows, scores = self._index_search(vector, fetch)
         other = rows != row
-        rows, scores = self._rescore(rows[other], scores[other], self._no_rows, None)
+        rows, scores = self._rank(rows[other], scores[other], self._no_rows, None)
         rows, scores = rows[:k], scores[:k]
         ids_out, titles, categories = self._catalog.describe(rows)
         return tuple(
