@@ -58,9 +58,10 @@ class EncodedProfiles:
         self._config = config
         ids, self._w_off = profiles.list_column("watch_ids")
         self._w_time = _times(profiles, "watch_times", self._w_off)
-        id_array = ids.to_numpy(zero_copy_only=False)
-        self._w_item = vocabs.items.lookup(id_array)
-        self._w_row = catalog_rows(id_array).astype(np.int32)
+        # Each distinct id is looked up once (a profile table repeats popular videos a lot).
+        distinct, codes = _distinct(ids)
+        self._w_item = vocabs.items.lookup(distinct)[codes]
+        self._w_row = catalog_rows(distinct).astype(np.int32)[codes]
         # The watches the model knows, with their own offsets: the context's history skips
         # unknown videos (counted from a running count instead).
         known = self._w_item > F.OOV
@@ -70,17 +71,20 @@ class EncodedProfiles:
 
         searches, s_off = profiles.list_column("searches")
         s_time = _times(profiles, "search_times", s_off)
-        texts = searches.to_pylist()
+        distinct, codes = _distinct(searches)
+        texts = distinct.tolist()
         # Blank searches never count (encode_request drops them whatever the moment).
-        kept = np.fromiter((bool(q and q.strip()) for q in texts), dtype=bool, count=len(texts))
+        kept = np.array([bool(q and q.strip()) for q in texts], dtype=bool)[codes]
         if not kept.all():
-            before = np.zeros(len(texts) + 1, dtype=np.int64)
-            np.cumsum(kept, out=before[1:])
-            s_off, s_time = before[s_off], s_time[kept]
-            texts = [q for q, k in zip(texts, kept.tolist(), strict=True) if k]
+            s_off, s_time, codes = _running_count(kept)[s_off], s_time[kept], codes[kept]
         self._s_off = s_off
         self._s_time = s_time
-        self._s_tokens, self._tok_off = encode_texts(texts, vocabs)
+        # Tokenise each distinct text once, then lay the tokens out search by search.
+        tokens, offsets = encode_texts(texts, vocabs)
+        lengths = offsets[codes + 1] - offsets[codes]
+        self._tok_off = _running_count(lengths)
+        first = np.repeat(offsets[codes] - self._tok_off[:-1], lengths)
+        self._s_tokens = tokens[first + np.arange(len(first))]
 
         country, region, age, gender = (
             profiles.column(n) for n in ("country", "region", "age", "gender")
@@ -100,7 +104,7 @@ class EncodedProfiles:
             "encoded %d profiles (%d watches, %d searches) in %.1f s",
             len(profiles),
             len(self._w_item),
-            len(texts),
+            len(self._s_time),
             time.perf_counter() - started,
         )
 
@@ -172,11 +176,20 @@ def _minutes_since(moment: int, time_: int | None) -> np.ndarray:
     return np.array([min(max(gap, 0.0), MAX_GAP_MINUTES)], dtype=np.float32)
 
 
-def _running_count(flags: np.ndarray) -> np.ndarray:
-    """``[len + 1]`` int64: how many of ``flags`` are set before each position."""
-    out = np.zeros(len(flags) + 1, dtype=np.int64)
-    np.cumsum(flags, out=out[1:])
+def _running_count(counts: np.ndarray) -> np.ndarray:
+    """``[len + 1]`` int64: the sum of ``counts`` (or flags) before each position."""
+    out = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=out[1:])
     return out
+
+
+def _distinct(strings: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct values (object array; null reads as "") and each value's code into them."""
+    encoded = strings.fill_null("").dictionary_encode()
+    return (
+        np.asarray(encoded.dictionary.to_numpy(zero_copy_only=False), dtype=object),
+        encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64),
+    )
 
 
 def _objects(column: pa.Array) -> np.ndarray:

@@ -70,9 +70,12 @@ EDGE_CASES = _table(
             searches=["red guitar tonight news", "  ", "News!", "unknownword guitar"],
             search_times=[T0 + 15, T0 + 25, T0 + 35, T0 + 55],
         ),
-        _user("u2", country="XX", age=130, watch_ids=["v4"], watch_times=[T0 + 5]),
+        # a null id in a list: no video, neither in the history nor counted unknown
+        _user("u2", country="XX", age=130, watch_ids=["v4", None], watch_times=[T0 + 5, T0 + 6]),
         _user("u3"),  # no events, no demographics
-        _user("u4", gender="m", searches=["\t"], search_times=[T0 + 1]),
+        _user(
+            "u4", gender="m", searches=["\t", None, "news"], search_times=[T0 + 1, T0 + 2, T0 + 3]
+        ),
     ]
 )
 MOMENTS = [T0, T0 + 10, T0 + 11, T0 + 30, T0 + 31, T0 + 45, T0 + 55, T0 + 56, T0 + 10_000]
