@@ -67,7 +67,7 @@ class EncodedProfiles:
         known = self._w_item > F.OOV
         self._k_item, self._k_time = self._w_item[known], self._w_time[known]
         self._k_off = _running_count(known)[self._w_off]
-        self._oov_before = _running_count(self._w_item == F.OOV)
+        self._oov_before = _running_count(self._w_item == F.OOV).astype(np.int32)
 
         searches, s_off = profiles.list_column("searches")
         s_time = _times(profiles, "search_times", s_off)
@@ -201,7 +201,7 @@ def _times(profiles: Profiles, name: str, offsets: np.ndarray) -> np.ndarray:
     values, own = profiles.list_column(name)
     if not np.array_equal(own, offsets):
         raise ProfileError(f"profiles: {name} does not have one time per event")
-    times = values.to_numpy(zero_copy_only=False).astype(np.int64)
+    times = np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.int64)  # no copy
     if values.null_count:
         raise ProfileError(f"profiles: {name} has nulls")
     later = np.flatnonzero(np.diff(times) < 0) + 1  # positions earlier than their predecessor
