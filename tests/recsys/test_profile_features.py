@@ -40,18 +40,11 @@ def _table(rows: list[dict[str, object]]) -> pa.Table:
 
 
 def _user(user_id: str, **fields: object) -> dict[str, object]:
+    """A profile row: nothing known (null scalars, empty lists) but ``fields``."""
     row: dict[str, object] = {
-        "user_id": user_id,
-        "country": None,
-        "region": None,
-        "age": None,
-        "gender": None,
-        "watch_ids": [],
-        "watch_times": [],
-        "searches": [],
-        "search_times": [],
+        f.name: [] if pa.types.is_list(f.type) else None for f in PROFILE_SCHEMA
     }
-    row.update(fields)
+    row.update(user_id=user_id, **fields)
     return row
 
 
