@@ -6,12 +6,13 @@ index, item embeddings, user profiles), checks it with a probe query, and answer
 is a thin layer over it, so tests and notebooks get exactly what the service returns.
 
 A request's query features come from :func:`recsys.context.encode_request`, the code that
-built the training contexts. The query embedding's dot product with a video's candidate
-embedding is the softmax logit (Covington et al. 2016): the index retrieves candidates and
-re-scores them exactly (ScaNN's reordering step computes float32 dot products with the stored
-embeddings; the load probe checks them against ``item_embeddings.npy``), they are filtered,
-and the softmax at the model's temperature over the scored set gives each probability (see
-the ``.proto``).
+built the training contexts; a user_id request served from its stored profile takes the same
+features from :class:`~recsys.profile_features.EncodedProfiles` (encoded once at load). The
+query embedding's dot product with a video's candidate embedding is the softmax logit
+(Covington et al. 2016): the index retrieves candidates and re-scores them exactly (ScaNN's
+reordering step computes float32 dot products with the stored embeddings; the load probe
+checks them against ``item_embeddings.npy``), they are filtered, and the softmax at the
+model's temperature over the scored set gives each probability (see the ``.proto``).
 """
 
 from __future__ import annotations
