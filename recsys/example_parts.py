@@ -159,13 +159,18 @@ def training_mask(ev: Events, held: np.ndarray, split: Split, cutoff: int | None
     return ~held
 
 
-def distinct_queries(queries: pa.Array) -> tuple[np.ndarray, list[list[str]]]:
-    """(code of each query into the distinct ones, tokens of each distinct query)."""
-    enc = pc.dictionary_encode(pc.fill_null(queries, ""))
+def distinct_values(values: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, list[str]]:
+    """(code of each string into the distinct ones, the distinct strings); null reads as ""."""
+    enc = pc.dictionary_encode(pc.fill_null(values, ""))
     if isinstance(enc, pa.ChunkedArray):
         enc = enc.combine_chunks()
-    codes = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    return codes, [tokenize(q) for q in enc.dictionary.to_pylist()]
+    return enc.indices.to_numpy(zero_copy_only=False).astype(np.int64), enc.dictionary.to_pylist()
+
+
+def distinct_queries(queries: pa.Array) -> tuple[np.ndarray, list[list[str]]]:
+    """(code of each query into the distinct ones, tokens of each distinct query)."""
+    codes, distinct = distinct_values(queries)
+    return codes, [tokenize(q) for q in distinct]
 
 
 def gather_ragged(

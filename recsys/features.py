@@ -113,12 +113,7 @@ def tail_window(flat: np.ndarray, starts: np.ndarray, ends: np.ndarray, width: i
     the end. Training examples and serving requests both build their contexts with this.
     """
     if len(ends) == 1:  # a serving request: one slice, no index arithmetic
-        end = int(ends[0])
-        start = max(int(starts[0]), end - width)
-        out = np.zeros((1, width), dtype=np.int32)
-        if end > start:
-            out[0, : end - start] = flat[start:end]
-        return out
+        return tail_one(flat, int(starts[0]), int(ends[0]), width)
     starts = np.maximum(
         np.asarray(starts, dtype=np.int64), np.asarray(ends, dtype=np.int64) - width
     )
@@ -133,6 +128,15 @@ def tail_window(flat: np.ndarray, starts: np.ndarray, ends: np.ndarray, width: i
     return out
 
 
+def tail_one(flat: np.ndarray, start: int, end: int, width: int) -> np.ndarray:
+    """:func:`tail_window` of the one slice ``flat[start:end]``: ``[1, width]`` int32."""
+    out = np.zeros((1, width), dtype=np.int32)
+    lo = max(start, end - width)
+    if end > lo:
+        out[0, : end - lo] = flat[lo:end]
+    return out
+
+
 def minutes_since(moment: np.ndarray, times: np.ndarray, has_event: np.ndarray) -> np.ndarray:
     """Minutes from ``times`` to ``moment`` (both Unix seconds, ``[n]``), capped at a year.
 
@@ -141,3 +145,11 @@ def minutes_since(moment: np.ndarray, times: np.ndarray, has_event: np.ndarray) 
     gap = (np.asarray(moment, np.float64) - np.asarray(times, np.float64)) / 60.0
     gap = np.clip(gap, 0.0, MAX_GAP_MINUTES)
     return np.where(has_event, gap, MAX_GAP_MINUTES).astype(np.float32)
+
+
+def minutes_since_one(moment: int, time: int | None) -> np.ndarray:
+    """:func:`minutes_since` of one moment (``time`` None: no event): ``[1]`` float32."""
+    if time is None:
+        return np.array([MAX_GAP_MINUTES], dtype=np.float32)
+    gap = (float(moment) - float(time)) / 60.0
+    return np.array([min(max(gap, 0.0), MAX_GAP_MINUTES)], dtype=np.float32)

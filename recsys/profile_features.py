@@ -25,7 +25,8 @@ import pyarrow as pa
 from recsys import features as F
 from recsys.catalog import encode_texts
 from recsys.context import RequestContext, request_demographics
-from recsys.features import MAX_GAP_MINUTES, FeatureConfig
+from recsys.example_parts import distinct_values, gather_ragged
+from recsys.features import FeatureConfig, minutes_since_one, tail_one
 from recsys.profiles import ProfileError, Profiles
 from recsys.vocab import Vocabularies
 
@@ -59,9 +60,10 @@ class EncodedProfiles:
         ids, self._w_off = profiles.list_column("watch_ids")
         self._w_time = _times(profiles, "watch_times", self._w_off)
         # Each distinct id is looked up once (a profile table repeats popular videos a lot).
-        distinct, codes = _distinct(ids)
-        self._w_item = vocabs.items.lookup(distinct)[codes]
-        self._w_row = catalog_rows(distinct).astype(np.int32)[codes]
+        codes, distinct = distinct_values(ids)
+        distinct_ids = np.asarray(distinct, dtype=object)
+        self._w_item = vocabs.items.lookup(distinct_ids)[codes]
+        self._w_row = catalog_rows(distinct_ids).astype(np.int32)[codes]
         # The watches the model knows, with their own offsets: the context's history skips
         # unknown videos (counted from a running count instead).
         known = self._w_item > F.OOV
@@ -71,8 +73,7 @@ class EncodedProfiles:
 
         searches, s_off = profiles.list_column("searches")
         s_time = _times(profiles, "search_times", s_off)
-        distinct, codes = _distinct(searches)
-        texts = distinct.tolist()
+        codes, texts = distinct_values(searches)
         # Blank searches never count (encode_request drops them whatever the moment).
         kept = np.array([bool(q and q.strip()) for q in texts], dtype=bool)[codes]
         if not kept.all():
@@ -80,11 +81,7 @@ class EncodedProfiles:
         self._s_off = s_off
         self._s_time = s_time
         # Tokenise each distinct text once, then lay the tokens out search by search.
-        tokens, offsets = encode_texts(texts, vocabs)
-        lengths = offsets[codes + 1] - offsets[codes]
-        self._tok_off = _running_count(lengths)
-        first = np.repeat(offsets[codes] - self._tok_off[:-1], lengths)
-        self._s_tokens = tokens[first + np.arange(len(first))]
+        self._s_tokens, self._tok_off = gather_ragged(*encode_texts(texts, vocabs), codes)
 
         country, region, age, gender = (
             profiles.column(n) for n in ("country", "region", "age", "gender")
@@ -125,18 +122,18 @@ class EncodedProfiles:
         tok_lo = int(self._tok_off[max(sa, s_end - config.max_searches)])
         last_lo = int(self._tok_off[s_end - 1]) if s_end > sa else tok_hi
         features = {
-            F.HISTORY: _tail(self._k_item, ka, k_end, config.max_history),
-            F.SEARCH_TOKENS: _tail(self._s_tokens, tok_lo, tok_hi, config.max_search_tokens),
+            F.HISTORY: tail_one(self._k_item, ka, k_end, config.max_history),
+            F.SEARCH_TOKENS: tail_one(self._s_tokens, tok_lo, tok_hi, config.max_search_tokens),
         }
         features.update(self._demographics_of(row, ctx))
         features[F.EXAMPLE_AGE] = self._zero_age
-        features[F.LAST_SEARCH_TOKENS] = _tail(
+        features[F.LAST_SEARCH_TOKENS] = tail_one(
             self._s_tokens, last_lo, tok_hi, config.max_last_search_tokens
         )
-        features[F.SINCE_LAST_WATCH] = _minutes_since(
+        features[F.SINCE_LAST_WATCH] = minutes_since_one(
             moment, int(self._k_time[k_end - 1]) if k_end > ka else None
         )
-        features[F.SINCE_LAST_SEARCH] = _minutes_since(
+        features[F.SINCE_LAST_SEARCH] = minutes_since_one(
             moment, int(self._s_time[s_end - 1]) if s_end > sa else None
         )
         rows = self._w_row[a:end]
@@ -159,37 +156,11 @@ class EncodedProfiles:
         return request_demographics(merged, self._vocabs)
 
 
-def _tail(flat: np.ndarray, start: int, end: int, width: int) -> np.ndarray:
-    """``features.tail_window`` of one slice: the last ``width`` of ``flat[start:end]``."""
-    out = np.zeros((1, width), dtype=np.int32)
-    lo = max(start, end - width)
-    if end > lo:
-        out[0, : end - lo] = flat[lo:end]
+def _running_count(flags: np.ndarray) -> np.ndarray:
+    """``[len + 1]`` int64: how many of ``flags`` are set before each position."""
+    out = np.zeros(len(flags) + 1, dtype=np.int64)
+    np.cumsum(flags, out=out[1:])
     return out
-
-
-def _minutes_since(moment: int, time_: int | None) -> np.ndarray:
-    """``features.minutes_since`` of one moment: a year when there is no event."""
-    if time_ is None:
-        return np.array([MAX_GAP_MINUTES], dtype=np.float32)
-    gap = (float(moment) - float(time_)) / 60.0
-    return np.array([min(max(gap, 0.0), MAX_GAP_MINUTES)], dtype=np.float32)
-
-
-def _running_count(counts: np.ndarray) -> np.ndarray:
-    """``[len + 1]`` int64: the sum of ``counts`` (or flags) before each position."""
-    out = np.zeros(len(counts) + 1, dtype=np.int64)
-    np.cumsum(counts, out=out[1:])
-    return out
-
-
-def _distinct(strings: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct values (object array; null reads as "") and each value's code into them."""
-    encoded = strings.fill_null("").dictionary_encode()
-    return (
-        np.asarray(encoded.dictionary.to_numpy(zero_copy_only=False), dtype=object),
-        encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64),
-    )
 
 
 def _objects(column: pa.Array) -> np.ndarray:

@@ -43,12 +43,16 @@ class ServedCatalog:
 
     def describe(self, rows: np.ndarray) -> tuple[list[str], list[str], list[str]]:
         """Ids, titles and categories of ``rows`` ("" for a missing title or category)."""
-        names = self.category_names
+        name = self.category_name
         return (
             self.ids[rows].tolist(),
             self.titles[rows].tolist(),
-            [names[c] if c >= 0 else "" for c in self.category_code[rows].tolist()],
+            [name(c) for c in self.category_code[rows].tolist()],
         )
+
+    def category_name(self, code: int) -> str:
+        """The category of code ``code`` ("" for -1, no category)."""
+        return self.category_names[code] if code >= 0 else ""
 
 
 def read_served_catalog(path: Path) -> ServedCatalog:

@@ -50,11 +50,10 @@ class ReplyEncoder:
 
     def _head(self, row: int) -> bytes:
         catalog = self.catalog
-        code = int(catalog.category_code[row])
         fields = (
             _string(b"\x0a", catalog.ids[row])  # RecommendedItem.item_id
             + _string(b"\x12", catalog.titles[row])  # .title
-            + _string(b"\x1a", catalog.category_names[code] if code >= 0 else "")  # .category
+            + _string(b"\x1a", catalog.category_name(int(catalog.category_code[row])))
         )
         head = _ITEMS_TAG + _varint(len(fields) + _FLOATS.itemsize) + fields
         self._heads[row] = head  # two threads may both encode a video: the same bytes
@@ -95,19 +94,4 @@ def response_fields(result: RecommendResult, server_started: float) -> pb2.Recom
     timings.index_ms = t.index_ms
     timings.rescoring_ms = t.rescoring_ms
     timings.total_ms = (time.perf_counter() - server_started) * 1000.0
-    return reply
-
-
-def to_response(result: RecommendResult, server_started: float) -> pb2.RecommendResponse:
-    """The reply as a message, built item by item through protobuf (what the bytes parse to)."""
-    reply = response_fields(result, server_started)
-    add = reply.items.add  # in place: half the cost of building messages and copying them
-    for item in result.items:
-        add(
-            item_id=item.item_id,
-            title=item.title,
-            category=item.category,
-            logit=item.logit,
-            probability=item.probability,
-        )
     return reply
