@@ -200,6 +200,9 @@ def main() -> int:
     parser.add_argument(
         "--channels", type=int, default=1, help="generator connections (spread over processes)"
     )
+    parser.add_argument(
+        "--pin-cpus", action="store_true", help="replica i on CPU i (both servers' --pin-cpus)"
+    )
     parser.add_argument("--server-arg", action="append", default=[], help="extra server flag")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -219,9 +222,15 @@ def main() -> int:
             args.artifacts,
             args.name,
             args.workers,
-            [f"--processes={args.processes}", *args.server_arg],
+            [
+                f"--processes={args.processes}",
+                *(["--pin-cpus"] if args.pin_cpus else []),
+                *args.server_arg,
+            ],
         ) as server,
-        echo_server_process(workers=args.workers, processes=args.processes) as echo,
+        echo_server_process(
+            workers=args.workers, processes=args.processes, pin_cpus=args.pin_cpus
+        ) as echo,
     ):
         # Steady state: every path of every replica warm, and each replica's reply cache
         # (serialised fields per video, filled on first use) holding the videos these
@@ -334,7 +343,9 @@ def main() -> int:
         f"load average at start {machine['load_average_start'][0]:.1f}, "
         f"median of {args.runs} runs of {args.duration:.0f} s, k={args.k}, "
         f"{len(users)} profile users, server workers {args.workers}, "
-        f"{args.processes} server process(es) each, {args.channels} client connection(s)",
+        f"{args.processes} server process(es) each"
+        + (" pinned to CPUs" if args.pin_cpus else "")
+        + f", {args.channels} client connection(s)",
         "",
         "| measure | value | target |",
         "|---|---|---|",

@@ -508,7 +508,11 @@ def _cmd_loadtest(args: argparse.Namespace) -> int:
 
         with (
             step("the same load against an echo gRPC server (baseline)"),
-            echo_server_process(workers=args.echo_workers, processes=args.echo_processes) as echo,
+            echo_server_process(
+                workers=args.echo_workers,
+                processes=args.echo_processes,
+                pin_cpus=args.echo_pin_cpus,
+            ) as echo,
         ):
             baseline = measure(echo.target)
         print(f"echo         {baseline.summary()}")
@@ -622,6 +626,11 @@ def _add_serving(sub: argparse._SubParsersAction) -> None:
         type=positive_int,
         default=1,
         help="echo server processes on its port (default 1; match the server's --processes)",
+    )
+    p.add_argument(
+        "--echo-pin-cpus",
+        action="store_true",
+        help="pin the echo server's processes to CPUs (match the server's --pin-cpus)",
     )
     p.add_argument(
         "--channels",

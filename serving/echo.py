@@ -119,12 +119,13 @@ class ServerProcess:
 
 @contextmanager
 def echo_server_process(
-    workers: int = 8, startup_timeout_s: float = 30.0, processes: int = 1
+    workers: int = 8, startup_timeout_s: float = 30.0, processes: int = 1, pin_cpus: bool = False
 ) -> Iterator[ServerProcess]:
     """Run an echo server in a child process (spawned, never forked) until the block ends.
 
     With ``processes > 1`` the child supervises that many echo replicas on one port (as
-    ``recsys serve --processes``); ``pid`` is then the supervisor's.
+    ``recsys serve --processes``, and ``pin_cpus`` as its ``--pin-cpus``); ``pid`` is then
+    the supervisor's.
     """
     with tempfile.TemporaryDirectory(prefix="recsys-echo-") as tmp:
         port_file = Path(tmp) / "port"
@@ -137,6 +138,7 @@ def echo_server_process(
                 str(workers),
                 "--processes",
                 str(processes),
+                *(["--pin-cpus"] if pin_cpus else []),
                 "--port-file",
                 str(port_file),
             ],
@@ -168,6 +170,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=8, help="worker threads (default 8)")
     parser.add_argument("--port-file", type=Path, help="write the bound port to this file")
     parser.add_argument("--processes", type=int, default=1, help="replicas on the port (1)")
+    parser.add_argument(
+        "--pin-cpus", action="store_true", help="replica i on CPU i (as recsys serve's)"
+    )
     parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -187,7 +192,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "--reuse-port",
             ]
 
-        return serve_replicas(replica, args.processes, args.host, args.port, args.port_file, 1.0)
+        return serve_replicas(
+            replica,
+            args.processes,
+            args.host,
+            args.port,
+            args.port_file,
+            1.0,
+            pin_cpus=args.pin_cpus,
+        )
     server, port = make_echo_server(args.host, args.port, args.workers, args.reuse_port)
     stop = threading.Event()
 

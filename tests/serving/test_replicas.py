@@ -126,6 +126,70 @@ def test_replicas_that_keep_dying_stop_the_service(tmp_path: Path) -> None:
     assert not any(_alive(pid) for pid in replicas.pids())  # stop() reaped every replica
 
 
+_REPORT_CPUS = """
+import os, pathlib, sys, threading, time
+time.sleep(0.2)
+worker = threading.Thread(target=time.sleep, args=(5,), daemon=True)
+worker.start()  # a thread started by the replica itself must inherit the pin
+cpus = set()
+for status in pathlib.Path("/proc/self/task").glob("*/status"):
+    line = next(x for x in status.read_text().splitlines() if x.startswith("Cpus_allowed_list"))
+    cpus.add(line.split()[1])
+pathlib.Path(sys.argv[1]).write_text(",".join(sorted(cpus)))
+time.sleep(30)
+"""
+
+
+def test_pinned_replicas_run_each_on_its_own_cpu_and_keep_it_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    from recsys_serving.replicas import replica_cpus
+
+    allowed = sorted(os.sched_getaffinity(0))
+    expected = [allowed[i % len(allowed)] for i in range(3)]
+    assert replica_cpus(3) == expected
+    replicas = ReplicaSet(
+        lambda port, pf: [sys.executable, "-c", _REPORT_CPUS, str(pf)], 3, pin_cpus=True
+    )
+    assert replicas.cpus == expected
+    try:
+        replicas.start()
+
+        def reported(i: int) -> str:
+            path = Path(replicas._tmp.name) / f"replica-{i}.port"
+            return path.read_text() if path.exists() else ""
+
+        _wait_for(lambda: all(reported(i) for i in range(3)), 30, "the replicas' reports")
+        # every thread of replica i, the main one and the one it started, on CPU i only
+        assert [reported(i) for i in range(3)] == [str(c) for c in expected]
+        first = replicas.pids()[0]
+        os.kill(first, signal.SIGKILL)
+        _wait_for(lambda: not _alive(first), 10, "the killed replica to die")
+        replicas.check()  # restarts replica 0 on the same CPU
+        assert replicas.pids()[0] != first
+        _wait_for(lambda: bool(reported(0)), 30, "the restarted replica's report")
+        assert reported(0) == str(expected[0])
+    finally:
+        replicas.stop()
+
+
+def test_unpinned_replicas_keep_every_cpu() -> None:
+    replicas = ReplicaSet(lambda port, pf: [sys.executable, "-c", _REPORT_CPUS, str(pf)], 1)
+    assert replicas.cpus is None
+    own = next(
+        line.split()[1]
+        for line in Path("/proc/self/status").read_text().splitlines()
+        if line.startswith("Cpus_allowed_list")
+    )
+    try:
+        replicas.start()
+        report = Path(replicas._tmp.name) / "replica-0.port"
+        _wait_for(lambda: bool(report.read_text()), 30, "the replica's report")
+        assert report.read_text() == own
+    finally:
+        replicas.stop()
+
+
 def test_a_port_in_use_without_reuse_is_a_clear_error() -> None:
     import socket
 
@@ -165,14 +229,17 @@ def test_replica_command_round_trips_through_the_options(tmp_path: Path) -> None
                 "--tower-runtime=savedmodel",
                 "--max-batch=4",
                 "--grace=3",
+                "--pin-cpus",
             ]
         )
     )
     assert isinstance(config, ServerConfig)
+    assert config.pin_cpus
     argv = replica_command(config, 4321, tmp_path / "p")[3:]  # after python -m module
     replica = config_from_args(parser.parse_args(argv))
     assert replica.port == 4321
     assert replica.reuse_port
     assert replica.processes == 1  # a replica never supervises replicas of its own
+    assert not replica.pin_cpus  # the supervisor pins its replicas
     for field in ("artifacts", "name", "host", "workers", "grace_s", "options"):
         assert getattr(replica, field) == getattr(config, field), field
