@@ -133,6 +133,10 @@ class Recommender:
                 self._search_overrides["leaves_to_search"] = options.leaves_to_search
             if options.reorder_k is not None:
                 self._search_overrides["reorder_k"] = options.reorder_k
+        elif options.leaves_to_search is not None or options.reorder_k is not None:
+            log.warning(
+                "leaves_to_search / reorder_k ignored: the %s index searches exactly", index.kind
+            )
         if encoded_profiles is None and profiles is not None:
             encoded_profiles = EncodedProfiles(
                 profiles, vocabs, config.features, catalog.rows_or_missing

@@ -90,6 +90,18 @@ def add_arguments(parser: argparse.ArgumentParser, default_port: int = 50051) ->
         help="most concurrent queries per SavedModel query-tower call (default 32; 1: no "
         "batching; the TensorFlow Lite tower takes one query per call)",
     )
+    tuning.add_argument(
+        "--leaves-to-search",
+        type=positive_int,
+        help="ScaNN leaves each query searches (default: the index's own setting, tuned by "
+        "`recsys index tune`); more: closer to exact search, slower",
+    )
+    tuning.add_argument(
+        "--reorder-k",
+        type=positive_int,
+        help="ScaNN candidates re-scored exactly before the top are kept (default: the "
+        "index's own setting)",
+    )
     tuning.add_argument("--tf-intra-op-threads", type=int, default=1, help="default 1")
     tuning.add_argument(
         "--tf-inter-op-threads",
@@ -114,7 +126,12 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         grace_s=args.grace,
         tf_intra_op_threads=args.tf_intra_op_threads,
         tf_inter_op_threads=args.tf_inter_op_threads,
-        options=RecommenderOptions(max_batch=args.max_batch, tower_runtime=args.tower_runtime),
+        options=RecommenderOptions(
+            max_batch=args.max_batch,
+            tower_runtime=args.tower_runtime,
+            leaves_to_search=args.leaves_to_search,
+            reorder_k=args.reorder_k,
+        ),
         processes=args.processes,
         pin_cpus=args.pin_cpus,
         reuse_port=args.reuse_port,

@@ -329,6 +329,8 @@ def replica_command(config: ServerConfig, port: int, port_file: Path) -> list[st
         f"--grace={config.grace_s}",
         f"--max-batch={options.max_batch}",
         f"--tower-runtime={options.tower_runtime}",
+        *([f"--leaves-to-search={options.leaves_to_search}"] if options.leaves_to_search else []),
+        *([f"--reorder-k={options.reorder_k}"] if options.reorder_k else []),
         f"--tf-intra-op-threads={config.tf_intra_op_threads}",
         f"--tf-inter-op-threads={config.tf_inter_op_threads}",
     ]

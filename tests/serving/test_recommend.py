@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import threading
 import time
@@ -94,6 +95,20 @@ def test_probabilities_sum_to_one_when_every_scored_item_is_returned(model: Reco
     a, b = result.items[0], result.items[1]
     assert a.probability / b.probability == pytest.approx(
         np.exp((a.logit - b.logit) / model.temperature), rel=1e-4
+    )
+
+
+def test_search_settings_on_an_exact_index_are_ignored_out_loud(
+    model: Recommender, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert model.index.kind == "exact"  # the tiny world's catalog is below the ScaNN size
+    ctx = RequestContext(searches=["music"], country="US", request_time=REQUEST_TIME)
+    with caplog.at_level(logging.WARNING, logger="recsys.recommend"):
+        tuned = model.with_options(RecommenderOptions(leaves_to_search=3, reorder_k=50))
+    assert "leaves_to_search / reorder_k ignored: the exact index" in caplog.text
+    assert (
+        tuned.recommend(ctx, None, k=5).rows.tolist()
+        == model.recommend(ctx, None, k=5).rows.tolist()
     )
 
 

@@ -228,6 +228,8 @@ def test_replica_command_round_trips_through_the_options(tmp_path: Path) -> None
                 "--workers=2",
                 "--tower-runtime=savedmodel",
                 "--max-batch=4",
+                "--leaves-to-search=7",
+                "--reorder-k=300",
                 "--grace=3",
                 "--pin-cpus",
             ]
@@ -235,6 +237,7 @@ def test_replica_command_round_trips_through_the_options(tmp_path: Path) -> None
     )
     assert isinstance(config, ServerConfig)
     assert config.pin_cpus
+    assert (config.options.leaves_to_search, config.options.reorder_k) == (7, 300)
     argv = replica_command(config, 4321, tmp_path / "p")[3:]  # after python -m module
     replica = config_from_args(parser.parse_args(argv))
     assert replica.port == 4321
