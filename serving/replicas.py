@@ -15,7 +15,7 @@ replica that dies, unless replicas keep dying (then it stops them all and fails)
 With ``pin_cpus``, replica ``i`` runs on the ``i``-th of the CPUs the supervisor may use
 (round robin when there are more replicas than CPUs), set as soon as it is spawned, before
 it starts any thread: each replica's caches then hold its own model, instead of both
-replicas' threads migrating between cores (measured: +24% calls/s at 2 processes on 2 cores,
+replicas' threads migrating between cores (measured: +18% calls/s at 2 processes on 2 cores,
 see BENCHMARKS.md). A restarted replica keeps its CPU.
 """
 
