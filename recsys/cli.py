@@ -277,6 +277,7 @@ def _cmd_index_tune(args: argparse.Namespace) -> int:
             num_queries=args.num_queries,
             seed=args.seed,
             query_noise=args.query_noise,
+            queries=args.queries,
         )
     _print_index(version)
     return 0
@@ -346,7 +347,8 @@ def _add_index(sub: argparse._SubParsersAction) -> None:
         "tune",
         help="pick the fastest ScaNN search setting meeting a recall target",
         description="Sweep leaves searched and reorder depth against exact search on "
-        "held-out query proxies (catalog item embeddings plus Gaussian noise, renormalised), "
+        "the model's own queries (the query tower over a sample of its stored profiles) or on "
+        "query proxies (catalog item embeddings plus Gaussian noise, renormalised), "
         "keep the fastest setting whose recall@K meets the target, save it as the index's "
         "defaults and record it, the measured recall and latency in the manifest. An exact "
         "index has nothing to tune (error, nothing written).",
@@ -365,13 +367,21 @@ def _add_index(sub: argparse._SubParsersAction) -> None:
         "--num-queries",
         type=positive_int,
         default=1000,
-        help="held-out query proxies to measure recall on (default 1000)",
+        help="queries to measure recall on (default 1000)",
+    )
+    p.add_argument(
+        "--queries",
+        choices=("auto", "profiles", "proxies"),
+        default="auto",
+        help="profiles: the model's own queries over stored profiles; proxies: catalog items "
+        "plus noise; auto (default): profiles when the version has them (proxies are harder "
+        "than real queries and pick a costlier setting, see BENCHMARKS.md)",
     )
     p.add_argument(
         "--query-noise",
         type=float,
         default=0.75,
-        help="noise norm relative to a proxy's item embedding (default 0.75: cosine ~0.8)",
+        help="with proxies: noise norm relative to the item embedding (default 0.75: cosine ~0.8)",
     )
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.set_defaults(handler=_cmd_index_tune)

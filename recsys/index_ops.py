@@ -60,6 +60,9 @@ logger = logging.getLogger(__name__)
 # Query proxies for tuning: an item embedding plus noise of this norm relative to it, so a
 # proxy has cosine about 1 / sqrt(1 + 0.75**2) = 0.8 with the item it came from.
 DEFAULT_QUERY_NOISE = 0.75
+# What tuning measures recall on: the model's own queries (the query tower over stored
+# profiles), or proxies built from the catalog; "auto": profiles when the version has them.
+QUERY_SOURCES = ("auto", "profiles", "proxies")
 
 
 class TuningNotApplicableError(ValueError):
@@ -111,6 +114,29 @@ def proxy_queries(
     return queries
 
 
+def profile_queries(version_path: Path, num_queries: int, seed: int = 0) -> np.ndarray:
+    """Query-tower embeddings `[n, dim]` of up to `num_queries` stored profiles, now.
+
+    The queries a user_id request scores with (users sampled with `seed`). Loads the version
+    as the server does (TensorFlow, checksums, probe).
+    """
+    from recsys.recommend import Recommender  # TensorFlow: only when asked for
+
+    model = Recommender.load(version_path)
+    profiles = model.profiles
+    if profiles is None or len(profiles) == 0:
+        raise ArtifactIndexError(f"{version_path} has no stored profiles to take queries from")
+    rng = np.random.default_rng(seed)
+    rows = rng.choice(len(profiles), size=min(num_queries, len(profiles)), replace=False)
+    return model.query_embeddings([profiles.user_id_at(int(row)) for row in rows])
+
+
+def _has_profiles(version_path: Path) -> bool:
+    from recsys.profiles import PROFILES_FILE
+
+    return (version_path / PROFILES_FILE).is_file() and (version_path / "query_model").is_dir()
+
+
 def tune_artifact_index(
     artifact: str | Path,
     k: int = 100,
@@ -119,8 +145,13 @@ def tune_artifact_index(
     seed: int = 0,
     *,
     query_noise: float = DEFAULT_QUERY_NOISE,
+    queries: str = "auto",
 ) -> tuple[Path, TuneResult]:
-    """Tune a ScaNN index's search defaults to `target_recall` at `k`; save as a new version."""
+    """Tune a ScaNN index's search defaults to `target_recall` at `k`; save as a new version.
+
+    `queries`: recall is measured on the model's profile queries ("profiles"), on catalog
+    proxies ("proxies"), or on profiles when the version has them ("auto").
+    """
     started = time.perf_counter()
     k = positive_int(k, "k")
     num_queries = positive_int(num_queries, "num_queries")
@@ -130,6 +161,8 @@ def tune_artifact_index(
         raise ValueError(f"target_recall must be in (0, 1]: got {target_recall}")
     if not math.isfinite(query_noise) or query_noise < 0:
         raise ValueError(f"query_noise must be a finite number >= 0: got {query_noise!r}")
+    if queries not in QUERY_SOURCES:
+        raise ValueError(f"queries must be one of {QUERY_SOURCES}: got {queries!r}")
     version = open_version(artifact)
     index = load_version_index(version)
     if not isinstance(index, ScannIndex) or index.num_leaves is None:
@@ -146,16 +179,25 @@ def tune_artifact_index(
             f"`recsys index build --artifact {version.path} --kind scann`"
         )
     catalog = read_catalog(version)
-    queries = proxy_queries(catalog.embeddings, num_queries, query_noise, seed)
+    source = queries
+    if source == "auto":
+        source = "profiles" if _has_profiles(version.path) else "proxies"
+    if source == "profiles":
+        vectors = profile_queries(version.path, num_queries, seed)
+        described = f"query tower over {len(vectors)} stored profiles (sampled), at tuning time"
+    else:
+        vectors = proxy_queries(catalog.embeddings, num_queries, query_noise, seed)
+        described = f"catalog items + Gaussian noise of relative norm {query_noise}, unit norm"
     exact_started = time.perf_counter()
-    exact = ExactIndex.build(catalog.ids, catalog.embeddings).search_batch(queries, k).ids
+    exact = ExactIndex.build(catalog.ids, catalog.embeddings).search_batch(vectors, k).ids
     logger.info(
-        "exact top-%d of %d proxy queries in %.2f s",
+        "exact top-%d of %d %s queries in %.2f s",
         k,
-        num_queries,
+        len(vectors),
+        source,
         time.perf_counter() - exact_started,
     )
-    result = tune_scann(index, queries, k, target_recall, exact=exact)
+    result = tune_scann(index, vectors, k, target_recall, exact=exact)
     if not result.met_target:
         logger.warning(
             "no setting reached recall@%d %.3f; saving the best found (%.4f)",
@@ -173,8 +215,9 @@ def tune_artifact_index(
         "latency_p50_ms": result.latency_p50_ms,
         "leaves_to_search": result.leaves_to_search,
         "reorder_k": result.reorder_k,
-        "num_queries": num_queries,
-        "queries": f"catalog items + Gaussian noise of relative norm {query_noise}, unit norm",
+        "num_queries": len(vectors),
+        "query_source": source,
+        "queries": described,
         "seed": seed,
         "settings_tried": len(result.trials),
     }

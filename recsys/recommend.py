@@ -404,6 +404,27 @@ class Recommender:
             merged, profile is not None, k, exclude_watched, exclude_ids, category, started
         )
 
+    def query_embeddings(
+        self, user_ids: Sequence[str], request_time: int | None = None
+    ) -> np.ndarray:
+        """The query tower's embeddings ``[n, d]`` of stored profiles at ``request_time``.
+
+        What a user_id-only :meth:`recommend` at that time (default: now) scores with.
+        UnknownUserError names an id without a stored profile.
+        """
+        moment = int(time.time()) if request_time is None else int(request_time)
+        encoded = self._encoded_profiles
+        rows = []
+        for user_id in user_ids:
+            row = None if encoded is None else encoded.profiles.row_of(user_id)
+            if encoded is None or row is None:
+                raise UnknownUserError(
+                    f"user_id {user_id!r} has no stored profile in model {self.name}/{self.version}"
+                )
+            rows.append(self._tower(encoded.query(row, moment).features))
+        dim = int(self.embeddings.shape[1])
+        return np.stack(rows) if rows else np.empty((0, dim), dtype=np.float32)
+
     def _recommend(
         self,
         ctx: RequestContext,

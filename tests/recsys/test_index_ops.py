@@ -101,10 +101,11 @@ def test_build_writes_new_verified_versions_and_leaves_the_old_one_alone(model: 
 
 def test_tune_records_a_recall_meeting_the_target(scann_version: Path) -> None:
     tuned, result = tune_artifact_index(
-        scann_version, k=10, target_recall=0.9, num_queries=200, seed=0
+        scann_version, k=10, target_recall=0.9, num_queries=200, seed=0, queries="proxies"
     )
     manifest = verify_artifact(tuned)
     tuning = manifest.index["tuning"]
+    assert tuning["query_source"] == "proxies"
     assert manifest.parent == scann_version.name
     assert tuning["met_target"] is True
     assert tuning["recall"] >= 0.9
@@ -124,6 +125,27 @@ def test_tune_records_a_recall_meeting_the_target(scann_version: Path) -> None:
     assert recall_at_k(index.search_batch(queries, 10).ids, exact) >= 0.85
 
 
+def test_tune_on_profile_queries_meets_the_target_on_the_models_own_queries(
+    scann_version: Path,
+) -> None:
+    from recsys.index_ops import profile_queries
+
+    # "auto": the version has stored profiles and a query tower, so their queries are used
+    tuned, result = tune_artifact_index(scann_version, k=10, target_recall=0.9, num_queries=150)
+    tuning = verify_artifact(tuned).index["tuning"]
+    assert tuning["query_source"] == "profiles"
+    assert "stored profiles" in tuning["queries"]
+    assert tuning["recall"] >= 0.9
+    # Other users' queries, searched with the saved defaults, meet it too (less a margin).
+    index = load_artifact_index(tuned)
+    assert index.config.num_leaves_to_search == result.leaves_to_search
+    ids, embeddings = _catalog(tuned)
+    queries = profile_queries(tuned, 150, seed=1)
+    assert queries.shape == (150, embeddings.shape[1])
+    exact = ExactIndex.build(ids, embeddings).search_batch(queries, 10).ids
+    assert recall_at_k(index.search_batch(queries, 10).ids, exact) >= 0.85
+
+
 def test_tune_on_an_exact_index_is_not_applicable_and_writes_nothing(model: Path) -> None:
     with pytest.raises(TuningNotApplicableError, match=r"not applicable.*exact index"):
         tune_artifact_index(model, k=10)
@@ -137,6 +159,7 @@ def test_tune_on_an_exact_index_is_not_applicable_and_writes_nothing(model: Path
         ({"k": -5}, "k must be a positive integer: got -5"),
         ({"num_queries": 0}, "num_queries must be a positive integer"),
         ({"target_recall": 1.5}, r"target_recall must be in \(0, 1\]: got 1.5"),
+        ({"queries": "users"}, r"queries must be one of \('auto', 'profiles', 'proxies'\)"),
     ],
 )
 def test_tune_rejects_bad_arguments(

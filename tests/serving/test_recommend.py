@@ -112,6 +112,22 @@ def test_search_settings_on_an_exact_index_are_ignored_out_loud(
     )
 
 
+def test_query_embeddings_are_what_user_id_requests_score_with(model: Recommender) -> None:
+    users = [model.profiles.user_id_at(i) for i in range(3)]  # type: ignore[union-attr]
+    queries = model.query_embeddings(users, request_time=REQUEST_TIME)
+    assert queries.shape == (3, model.embeddings.shape[1])
+    for user, q in zip(users, queries, strict=True):
+        result = model.recommend(
+            RequestContext(request_time=REQUEST_TIME), user, k=10, exclude_watched=False
+        )
+        expected = np.asarray(model.embeddings, dtype=np.float32)[result.rows] @ q
+        np.testing.assert_allclose(result.logits, expected, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(queries[0], queries[1])
+    with pytest.raises(UnknownUserError, match="'nobody' has no stored profile"):
+        model.query_embeddings([users[0], "nobody"])
+    assert model.query_embeddings([]).shape == (0, model.embeddings.shape[1])
+
+
 def test_exclusions_and_category_filter(model: Recommender) -> None:
     ctx = RequestContext(searches=["music live"], country="US", request_time=REQUEST_TIME)
     first = model.recommend(ctx, None, k=20)
