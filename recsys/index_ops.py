@@ -133,8 +133,9 @@ def profile_queries(version_path: Path, num_queries: int, seed: int = 0) -> np.n
 
 def _has_profiles(version_path: Path) -> bool:
     from recsys.profiles import PROFILES_FILE
+    from recsys.recommend import QUERY_MODEL_DIR
 
-    return (version_path / PROFILES_FILE).is_file() and (version_path / "query_model").is_dir()
+    return (version_path / PROFILES_FILE).is_file() and (version_path / QUERY_MODEL_DIR).is_dir()
 
 
 def tune_artifact_index(
