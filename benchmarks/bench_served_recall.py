@@ -25,20 +25,12 @@ from typing import Any
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import numpy as np
-import pyarrow.parquet as pq
+from bench_serving import bench_users  # this folder is on sys.path when run as a script
 
 from recsys.artifacts import resolve_version
 from recsys.recommend import Recommender, RecommenderOptions
 
 log = logging.getLogger("bench_served_recall")
-
-
-def users_like_bench_serving(version: Path, count: int) -> list[str]:
-    """The user ids bench_serving.py sends (same seed, same draw)."""
-    user_ids = pq.read_table(version / "profiles.parquet", columns=["user_id"]).column(0)
-    rng = np.random.default_rng(0)
-    chosen = rng.choice(len(user_ids), size=min(count, len(user_ids)), replace=False)
-    return [str(user_ids[int(i)]) for i in chosen]
 
 
 def _setting(text: str) -> tuple[int, int]:
@@ -101,7 +93,7 @@ def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     version = resolve_version(args.artifacts / args.name)
-    users = users_like_bench_serving(version, args.users)
+    users = bench_users(version, args.users)  # the users bench_serving.py's requests name
     model = Recommender.load(version)
     config = model.index.config
     settings: list[tuple[int | None, int | None]] = list(args.setting) or [(None, None)]

@@ -141,6 +141,14 @@ def recommender_process(
                         log.info("server: %s", line.split(": ", 1)[1])
 
 
+def bench_users(version: Path, count: int) -> list[str]:
+    """The profile users the requests name: ``count`` drawn with seed 0 (the same every run)."""
+    user_ids = pq.read_table(version / "profiles.parquet", columns=["user_id"]).column(0)
+    rng = np.random.default_rng(0)
+    chosen = rng.choice(len(user_ids), size=min(count, len(user_ids)), replace=False)
+    return [str(user_ids[int(i)]) for i in chosen]
+
+
 def _machine() -> dict[str, Any]:
     cpu = "unknown"
     try:
@@ -209,10 +217,7 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
     version = resolve_version(args.artifacts / args.name)
-    user_ids = pq.read_table(version / "profiles.parquet", columns=["user_id"]).column(0)
-    rng = np.random.default_rng(0)
-    chosen = rng.choice(len(user_ids), size=min(args.users, len(user_ids)), replace=False)
-    users = [str(user_ids[int(i)]) for i in chosen]
+    users = bench_users(version, args.users)
     factory = user_requests(users, args.k)
     machine = _machine()
     machine["load_average_start"] = os.getloadavg()
