@@ -114,15 +114,18 @@ def proxy_queries(
     return queries
 
 
-def profile_queries(version_path: Path, num_queries: int, seed: int = 0) -> np.ndarray:
+def profile_queries(
+    version_path: Path, num_queries: int, seed: int = 0, verify: bool = True
+) -> np.ndarray:
     """Query-tower embeddings `[n, dim]` of up to `num_queries` stored profiles, now.
 
     The queries a user_id request scores with (users sampled with `seed`). Loads the version
-    as the server does (TensorFlow, checksums, probe).
+    as the server does (TensorFlow, a probe; checksums unless `verify` is False because the
+    caller has just checked them).
     """
     from recsys.recommend import Recommender  # TensorFlow: only when asked for
 
-    model = Recommender.load(version_path)
+    model = Recommender.load(version_path, verify=verify)
     profiles = model.profiles
     if profiles is None or len(profiles) == 0:
         raise ArtifactIndexError(f"{version_path} has no stored profiles to take queries from")
@@ -184,7 +187,8 @@ def tune_artifact_index(
     if source == "auto":
         source = "profiles" if _has_profiles(version.path) else "proxies"
     if source == "profiles":
-        vectors = profile_queries(version.path, num_queries, seed)
+        # open_version has verified every checksum already: do not hash the version twice
+        vectors = profile_queries(version.path, num_queries, seed, verify=False)
         described = f"query tower over {len(vectors)} stored profiles (sampled), at tuning time"
     else:
         vectors = proxy_queries(catalog.embeddings, num_queries, query_noise, seed)
