@@ -259,6 +259,7 @@ def _cmd_index_build(args: argparse.Namespace) -> int:
         num_leaves=args.num_leaves,
         num_leaves_to_search=args.leaves_to_search,
         reorder_k=args.reorder_k,
+        **({} if args.dims_per_block is None else {"dims_per_block": args.dims_per_block}),
     )
     with step(f"building the {args.kind} index of {args.artifact}"):
         version = build_artifact_index(args.artifact, config)
@@ -340,6 +341,13 @@ def _add_index(sub: argparse._SubParsersAction) -> None:
         "--reorder-k",
         type=positive_int,
         help="ScaNN candidates rescored exactly per query (default 250)",
+    )
+    p.add_argument(
+        "--dims-per-block",
+        type=positive_int,
+        help="ScaNN asymmetric hashing: dimensions per 4-bit code; 2 halves the codes' bytes "
+        "per video but scores more coarsely, so more candidates need rescoring for the same "
+        "recall (default 1)",
     )
     p.set_defaults(handler=_cmd_index_build)
 
