@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -53,6 +54,7 @@ __all__ = [
     "read_id_file",
     "remove_items",
     "tune_artifact_index",
+    "tune_index",
 ]
 
 logger = logging.getLogger(__name__)
@@ -141,6 +143,57 @@ def _has_profiles(version_path: Path) -> bool:
     return (version_path / PROFILES_FILE).is_file() and (version_path / QUERY_MODEL_DIR).is_dir()
 
 
+def tune_index(
+    index: ScannIndex,
+    ids: Sequence[str],
+    embeddings: np.ndarray,
+    queries: np.ndarray,
+    *,
+    k: int = 100,
+    target_recall: float = 0.95,
+    source: str,
+    described: str,
+    seed: int | None = None,
+) -> tuple[TuneResult, dict[str, Any]]:
+    """Tune `index`'s search defaults on `queries` against exact search over `embeddings`.
+
+    Returns the result and the manifest's ``index.tuning`` entry (`source` / `described`:
+    where the queries came from). `index` keeps the chosen setting as its defaults.
+    """
+    started = time.perf_counter()
+    exact = ExactIndex.build(ids, embeddings).search_batch(queries, k).ids
+    logger.info(
+        "exact top-%d of %d %s queries in %.2f s",
+        k,
+        len(queries),
+        source,
+        time.perf_counter() - started,
+    )
+    result = tune_scann(index, queries, k, target_recall, exact=exact)
+    if not result.met_target:
+        logger.warning(
+            "no setting reached recall@%d %.3f; saving the best found (%.4f)",
+            k,
+            target_recall,
+            result.recall,
+        )
+    return result, {
+        "k": k,
+        "target_recall": target_recall,
+        "met_target": result.met_target,
+        "recall": result.recall,
+        "recall_stderr": result.recall_stderr,
+        "latency_p50_ms": result.latency_p50_ms,
+        "leaves_to_search": result.leaves_to_search,
+        "reorder_k": result.reorder_k,
+        "num_queries": len(queries),
+        "query_source": source,
+        "queries": described,
+        "seed": seed,
+        "settings_tried": len(result.trials),
+    }
+
+
 def tune_artifact_index(
     artifact: str | Path,
     k: int = 100,
@@ -193,39 +246,19 @@ def tune_artifact_index(
     else:
         vectors = proxy_queries(catalog.embeddings, num_queries, query_noise, seed)
         described = f"catalog items + Gaussian noise of relative norm {query_noise}, unit norm"
-    exact_started = time.perf_counter()
-    exact = ExactIndex.build(catalog.ids, catalog.embeddings).search_batch(vectors, k).ids
-    logger.info(
-        "exact top-%d of %d %s queries in %.2f s",
-        k,
-        len(vectors),
-        source,
-        time.perf_counter() - exact_started,
+    result, tuning = tune_index(
+        index,
+        catalog.ids,
+        catalog.embeddings,
+        vectors,
+        k=k,
+        target_recall=target_recall,
+        source=source,
+        described=described,
+        seed=seed,
     )
-    result = tune_scann(index, vectors, k, target_recall, exact=exact)
-    if not result.met_target:
-        logger.warning(
-            "no setting reached recall@%d %.3f; saving the best found (%.4f)",
-            k,
-            target_recall,
-            result.recall,
-        )
     entry = index_entry(index, version.manifest.index)
-    entry["tuning"] = {
-        "k": k,
-        "target_recall": target_recall,
-        "met_target": result.met_target,
-        "recall": result.recall,
-        "recall_stderr": result.recall_stderr,
-        "latency_p50_ms": result.latency_p50_ms,
-        "leaves_to_search": result.leaves_to_search,
-        "reorder_k": result.reorder_k,
-        "num_queries": len(vectors),
-        "query_source": source,
-        "queries": described,
-        "seed": seed,
-        "settings_tried": len(result.trials),
-    }
+    entry["tuning"] = tuning
     new_path = derive_version(version, entry, lambda folder: save_index(index, folder))
     logger.info(
         "index tune: %s -> %s (leaves %d, reorder %d, recall@%d %.4f, p50 %.3f ms) in %.1f s",

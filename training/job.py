@@ -106,7 +106,13 @@ def train(
 
     from recsys.model import TwoTowerModel, make_optimizer
     from recsys.towers import VocabSizes
-    from recsys_training.callbacks import EpochTracker, EvalQueries, RecallCallback, catalog_recall
+    from recsys_training.callbacks import (
+        EpochTracker,
+        EvalQueries,
+        RecallCallback,
+        catalog_recall,
+        query_embeddings,
+    )
 
     is_chief = _is_chief(strategy)
     with step(f"validating {data}"):
@@ -238,6 +244,11 @@ def train(
         example_set=example_set,
         metrics=metrics,
         build_index=build_index and is_chief,
+        tuning_queries=(
+            query_embeddings(model.query_tower, queries)
+            if build_index and is_chief and len(queries)
+            else None
+        ),
     )
     if not is_chief:
         # Every worker takes part in saving (variables are synchronised), only the chief keeps it.
