@@ -137,8 +137,8 @@ def profile_queries(
 
 
 def _has_profiles(version_path: Path) -> bool:
+    from recsys.model_files import QUERY_MODEL_DIR
     from recsys.profiles import PROFILES_FILE
-    from recsys.recommend import QUERY_MODEL_DIR
 
     return (version_path / PROFILES_FILE).is_file() and (version_path / QUERY_MODEL_DIR).is_dir()
 

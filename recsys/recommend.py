@@ -5,41 +5,35 @@ index, item embeddings, user profiles), checks it with a probe query, and answer
 ``recommend`` / ``similar_items`` / ``info`` from any number of threads. The gRPC servicer
 is a thin layer over it, so tests and notebooks get exactly what the service returns.
 
-A request's query features come from :func:`recsys.context.encode_request`, the code that
-built the training contexts; a user_id request served from its stored profile takes the same
-features from :class:`~recsys.profile_features.EncodedProfiles` (encoded once at load). The
-query embedding's dot product with a video's candidate embedding is the softmax logit
-(Covington et al. 2016): the index retrieves candidates and re-scores them exactly (ScaNN's
-reordering step computes float32 dot products with the stored embeddings; the load probe
-checks them against ``item_embeddings.npy``), they are filtered, and the softmax at the
+:mod:`recsys.model_files` reads a version's files; :mod:`recsys.retrieval` searches the
+index and ranks. A request's query features come from :func:`recsys.context.encode_request`,
+the code that built the training contexts; a user_id request served from its stored profile
+takes the same features from :class:`~recsys.profile_features.EncodedProfiles` (encoded once
+at load). The query embedding's dot product with a video's candidate embedding is the softmax
+logit (Covington et al. 2016): the index retrieves candidates and re-scores them exactly
+(ScaNN's reordering step computes float32 dot products with the stored embeddings; the load
+probe checks them against ``item_embeddings.npy``), they are filtered, and the softmax at the
 model's temperature over the scored set gives each probability (see the ``.proto``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from recsys.artifacts import ArtifactError, Manifest, verify_artifact
+from recsys.artifacts import Manifest
 from recsys.config import Config
 from recsys.context import RequestContext, encode_request
-from recsys.index import Index, IndexLoadError, ScannIndex, load_index
+from recsys.index import Index
+from recsys.model_files import EMBEDDINGS_FILE, read_model_files
 from recsys.profile_features import EncodedProfiles
-from recsys.profiles import PROFILES_FILE, ProfileError, Profiles
-from recsys.query_tower import (
-    TFLITE_FILE,
-    QueryTower,
-    QueryTowerBatcher,
-    TowerLoadError,
-    load_query_tower,
-)
+from recsys.profiles import Profiles
+from recsys.query_tower import QueryTower, QueryTowerBatcher
 from recsys.request import (
     MAX_K,
     ModelInfo,
@@ -56,7 +50,8 @@ from recsys.request import (
     softmax,
     watched_before,
 )
-from recsys.served_catalog import CatalogLoadError, ServedCatalog, in_sorted, read_served_catalog
+from recsys.retrieval import Retriever
+from recsys.served_catalog import ServedCatalog
 from recsys.vocab import Vocabularies
 
 # The request types are re-exported: callers import everything serving needs from here.
@@ -79,13 +74,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-CONFIG_FILE = "config.json"
-VOCAB_FILE = "vocabularies.json"
-QUERY_MODEL_DIR = "query_model"
-INDEX_DIR = "index"
-ITEMS_FILE = "items.parquet"
-EMBEDDINGS_FILE = "item_embeddings.npy"
 
 
 def _ms(seconds: float) -> float:
@@ -120,23 +108,13 @@ class Recommender:
         self.options = options
         self.temperature = float(config.model.temperature)
         self._catalog = catalog
-        # Index positions -> catalog rows, once: results then map with one gather, not a
-        # dict probe per id (the served index is never mutated, see Index.row_ids).
-        self._catalog_row_at = catalog.rows_or_missing(index.row_ids)
         # The Lite tower runs one query at a time: stacking queued queries would only be split
         # again row by row, so it gets batches of one (the batcher still orders the callers).
         batch = options.max_batch if query_tower.runtime == "savedmodel" else 1
         self._tower = QueryTowerBatcher(query_tower, batch)
-        self._search_overrides: dict[str, int] = {}
-        if isinstance(index, ScannIndex):
-            if options.leaves_to_search is not None:
-                self._search_overrides["leaves_to_search"] = options.leaves_to_search
-            if options.reorder_k is not None:
-                self._search_overrides["reorder_k"] = options.reorder_k
-        elif options.leaves_to_search is not None or options.reorder_k is not None:
-            log.warning(
-                "leaves_to_search / reorder_k ignored: the %s index searches exactly", index.kind
-            )
+        self._retriever = Retriever(
+            index, catalog, embeddings, options.leaves_to_search, options.reorder_k
+        )
         if encoded_profiles is None and profiles is not None:
             encoded_profiles = EncodedProfiles(
                 profiles, vocabs, config.features, catalog.rows_or_missing
@@ -202,63 +180,18 @@ class Recommender:
         path = Path(version_dir)
         options = options or RecommenderOptions()
         started = time.perf_counter()
-        try:
-            manifest = verify_artifact(path) if verify else _read_manifest_only(path)
-        except ArtifactError as exc:
-            raise ModelLoadError(str(exc)) from exc
-        try:
-            raw = json.loads((path / CONFIG_FILE).read_text())
-            config = Config.from_dict(raw["config"], source=str(path / CONFIG_FILE))
-            dim = int(raw["embedding_dim"])
-        except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise ModelLoadError(f"{path / CONFIG_FILE}: not a valid model config ({exc})") from exc
-        try:
-            vocabs = Vocabularies.load(path / VOCAB_FILE)
-        except ValueError as exc:
-            raise ModelLoadError(str(exc)) from exc
-        try:
-            tower = load_query_tower(
-                path / QUERY_MODEL_DIR,
-                _tower_probes(vocabs, config),
-                options.tower_runtime,
-                path / TFLITE_FILE,
-            )
-        except TowerLoadError as exc:
-            raise ModelLoadError(str(exc)) from exc
-        try:
-            index = load_index(path / INDEX_DIR, expected_dim=dim)
-        except (IndexLoadError, OSError, ValueError) as exc:
-            raise ModelLoadError(f"{path / INDEX_DIR}: {exc}") from exc
-        try:
-            catalog = read_served_catalog(path / ITEMS_FILE)
-        except CatalogLoadError as exc:
-            raise ModelLoadError(str(exc)) from exc
-        try:
-            # In memory, not mapped: scoring a small category or a video's neighbours reads
-            # rows all over the file, and a page fault per row costs more than the products.
-            embeddings = np.load(path / EMBEDDINGS_FILE, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise ModelLoadError(f"{path / EMBEDDINGS_FILE}: cannot read ({exc})") from exc
-        if embeddings.dtype != np.float32 or embeddings.shape != (len(catalog.row_of), dim):
-            raise ModelLoadError(
-                f"{path / EMBEDDINGS_FILE}: {embeddings.dtype} {embeddings.shape}, expected "
-                f"float32 ({len(catalog.row_of)}, {dim}) to match {ITEMS_FILE}"
-            )
-        if len(index) != len(catalog.row_of):
-            raise ModelLoadError(
-                f"{path / INDEX_DIR}: {len(index)} live items, {ITEMS_FILE} has "
-                f"{len(catalog.row_of)}"
-            )
-        profiles = None
-        if (path / PROFILES_FILE).is_file():
-            try:
-                profiles = Profiles.load(path / PROFILES_FILE)
-            except ProfileError as exc:
-                raise ModelLoadError(str(exc)) from exc
-        else:
-            log.warning("%s: no %s; requests need an explicit context", path, PROFILES_FILE)
+        files = read_model_files(path, options, verify)
         model = cls(
-            path, manifest, config, vocabs, tower, index, catalog, embeddings, profiles, options
+            path,
+            files.manifest,
+            files.config,
+            files.vocabs,
+            files.tower,
+            files.index,
+            files.catalog,
+            files.embeddings,
+            files.profiles,
+            options,
         )
         model.probe()
         log.info(
@@ -267,10 +200,10 @@ class Recommender:
             model.name,
             model.version,
             model.num_items,
-            dim,
-            index.kind,
-            tower.runtime,
-            0 if profiles is None else len(profiles),
+            files.embeddings.shape[1],
+            files.index.kind,
+            files.tower.runtime,
+            0 if files.profiles is None else len(files.profiles),
             time.perf_counter() - started,
         )
         return model
@@ -313,7 +246,7 @@ class Recommender:
         """The index's scores must be the dot products with ``item_embeddings.npy``'s rows."""
         for row in (0, self.num_items - 1):
             query = np.asarray(self.embeddings[row], dtype=np.float32)
-            rows, scores = self._index_search(query, k)
+            rows, scores = self._retriever.search(query, k)
             exact = np.take(self.embeddings, rows, axis=0) @ query
             if len(rows) != k or not np.allclose(scores, exact, rtol=1e-4, atol=1e-4):
                 raise ModelLoadError(
@@ -473,9 +406,11 @@ class Recommender:
         """
         query = self._tower(features)
         t2 = time.perf_counter()
-        candidates, scores, index_s = self._candidates(query, k, excluded_rows, category)
+        candidates, scores, index_s = self._retriever.candidates(
+            query, self.options.num_candidates(k), excluded_rows, category
+        )
         t3 = time.perf_counter()
-        rows, logits = self._rank(candidates, scores, excluded_rows, category)
+        rows, logits = self._retriever.rank(candidates, scores, excluded_rows, category)
         size = min(len(rows), self.options.num_candidates(k))
         rows, logits = rows[:size], logits[:size]
         probabilities = softmax(logits, self.temperature)
@@ -500,81 +435,6 @@ class Recommender:
             timings=timings,
         )
 
-    def _candidates(
-        self, query: np.ndarray, k: int, excluded_rows: np.ndarray, category: str | None
-    ) -> tuple[np.ndarray, np.ndarray, float]:
-        """Candidate rows, their exact logits, and the seconds spent in the index.
-
-        Asks the index for C + |excluded| (C / category share with a category filter),
-        doubling while the filters leave fewer than C; a category smaller than that is
-        scanned exactly instead (every one of its videos is a candidate).
-        """
-        num_items = self.num_items
-        wanted = self.options.num_candidates(k)
-        fetch = wanted + len(excluded_rows)
-        in_category: np.ndarray | None = None
-        code = -1
-        if category is not None:
-            in_category = self._catalog.category_rows.get(category)
-            if in_category is None or len(in_category) == 0:
-                return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32), 0.0
-            code = self._catalog.category_names.index(category)
-            fetch = math.ceil(wanted * num_items / len(in_category)) + len(excluded_rows)
-            if len(in_category) <= fetch:
-                logits = np.take(self.embeddings, in_category, axis=0) @ query
-                return in_category, np.asarray(logits, dtype=np.float32), 0.0
-        spent = 0.0
-        fetch = min(fetch, num_items)
-        while True:
-            t = time.perf_counter()
-            rows, logits = self._index_search(query, fetch)
-            spent += time.perf_counter() - t
-            if fetch >= num_items:
-                return rows, logits, spent
-            if in_category is None and len(rows) >= wanted + len(excluded_rows):
-                return rows, logits, spent  # whatever the exclusions remove, C remain
-            eligible = ~in_sorted(rows, excluded_rows)
-            if in_category is not None:
-                eligible &= self._catalog.category_code[rows] == code
-            if int(eligible.sum()) >= wanted:
-                return rows, logits, spent
-            fetch = min(num_items, 2 * fetch)
-
-    def _index_search(self, query: np.ndarray, fetch: int) -> tuple[np.ndarray, np.ndarray]:
-        """Catalog rows of the index's top ``fetch`` for ``query: [d]`` and their logits.
-
-        The index's scores are exact dot products (its contract, and :meth:`probe` checks
-        them against ``item_embeddings.npy``): ScaNN re-scores its candidates in float32.
-        """
-        positions, scores = self.index.search_rows(query, fetch, **self._search_overrides)
-        rows = self._catalog_row_at[positions]
-        if len(rows) and rows.min() < 0:
-            raise RuntimeError(f"the index returned ids not in {ITEMS_FILE}")
-        return rows, np.asarray(scores, dtype=np.float32)
-
-    def _rank(
-        self,
-        rows: np.ndarray,
-        logits: np.ndarray,
-        excluded_rows: np.ndarray,
-        category: str | None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Eligible candidates and their logits ``q·v``, best first (ties: catalog order)."""
-        keep: np.ndarray | None = None
-        if len(rows) and len(excluded_rows):
-            keep = ~in_sorted(rows, excluded_rows)
-        if category is not None and len(rows):
-            code = self._catalog.category_names.index(category)
-            in_category = self._catalog.category_code[rows] == code
-            keep = in_category if keep is None else keep & in_category
-        if keep is not None:
-            rows, logits = rows[keep], logits[keep]
-        steps = np.diff(logits)
-        if len(steps) and not (steps < 0).all():  # unsorted, or ties to put in catalog order
-            order = np.lexsort((rows, -logits))
-            rows, logits = rows[order], logits[order]
-        return rows, logits
-
     def similar_items(self, item_id: str, k: int) -> tuple[SimilarItem, ...]:
         """The ``k`` videos nearest to ``item_id`` by candidate-embedding dot product."""
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self.options.max_k:
@@ -584,12 +444,7 @@ class Recommender:
             raise UnknownItemError(
                 f"item_id {item_id!r} is not in the catalog of model {self.name}/{self.version}"
             )
-        vector = np.asarray(self.embeddings[row], dtype=np.float32)
-        fetch = min(self.num_items, k + 1)
-        rows, scores = self._index_search(vector, fetch)
-        other = rows != row
-        rows, scores = self._rank(rows[other], scores[other], self._no_rows, None)
-        rows, scores = rows[:k], scores[:k]
+        rows, scores = self._retriever.similar(row, k)
         ids_out, titles, categories = self._catalog.describe(rows)
         return tuple(
             SimilarItem(i, t, c, float(s))
@@ -613,33 +468,3 @@ class Recommender:
             metrics=dict(self.manifest.metrics),
             artifact_path=str(self.path),
         )
-
-
-def _read_manifest_only(path: Path) -> Manifest:
-    from recsys.artifacts import read_manifest
-
-    return read_manifest(path)
-
-
-def _tower_probes(vocabs: Vocabularies, config: Config) -> list[dict[str, np.ndarray]]:
-    """Query features that exercise every input of the tower: empty, typical, a batch."""
-    now = int(time.time())
-    known = vocabs.items.values[:60]
-    contexts = [
-        RequestContext(request_time=now),
-        RequestContext(
-            watch_history=known,
-            watch_times=[now - 3600 * (len(known) - i) for i in range(len(known))],
-            searches=["probe query", *vocabs.tokens.values[:12]],
-            search_times=[now - 7200] + [now - 60 * (13 - i) for i in range(12)],
-            country=next(iter(vocabs.countries.values), None),
-            region=next(iter(vocabs.regions.values), None),
-            age=37,
-            gender=next(iter(vocabs.genders.values), None),
-            request_time=now,
-        ),
-        RequestContext(watch_history=known[:3], searches=["x"], age=19, request_time=now),
-    ]
-    probes = [encode_request(ctx, vocabs, config.features) for ctx in contexts]
-    batch = {name: np.concatenate([p[name] for p in probes]) for name in probes[0]}
-    return [*probes, batch]

@@ -318,8 +318,8 @@ def test_a_corrupt_version_is_refused(trained_artifact: Path, tmp_path: Path) ->
 
 
 def test_the_artifact_layout_names_agree_with_the_exporter() -> None:
+    import recsys.model_files as served
     import recsys.query_tower as served_tower
-    import recsys.recommend as served
     import recsys_training.export as exported
     from recsys.export import QUERY_IDS_SIGNATURE
 
