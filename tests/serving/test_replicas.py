@@ -165,8 +165,14 @@ def test_pinned_replicas_run_each_on_its_own_cpu_and_keep_it_after_a_restart(
         first = replicas.pids()[0]
         os.kill(first, signal.SIGKILL)
         _wait_for(lambda: not _alive(first), 10, "the killed replica to die")
-        replicas.check()  # restarts replica 0 on the same CPU
-        assert replicas.pids()[0] != first
+
+        def restarted() -> bool:
+            # The supervisor's loop: a killed process can show as a zombie (its main thread
+            # gone) a moment before its other threads are and waitpid reports it.
+            replicas.check()  # restarts replica 0 on the same CPU
+            return replicas.pids()[0] != first
+
+        _wait_for(restarted, 10, "replica 0 to be restarted")
         _wait_for(lambda: bool(reported(0)), 30, "the restarted replica's report")
         assert reported(0) == str(expected[0])
     finally:
