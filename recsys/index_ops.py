@@ -20,7 +20,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from recsys.index import ExactIndex, IndexConfig, ScannIndex, TuneResult, build_index, tune_scann
+from recsys.index import (
+    ExactIndex,
+    Index,
+    IndexConfig,
+    ScannIndex,
+    TuneResult,
+    build_index,
+    tune_scann,
+)
 from recsys.index_artifact import (
     CANDIDATE_MODEL_DIR,
     INDEX_DIR,
@@ -125,6 +133,13 @@ def profile_queries(
     as the server does (TensorFlow, a probe; checksums unless `verify` is False because the
     caller has just checked them).
     """
+    return _profile_queries_and_index(version_path, num_queries, seed, verify)[0]
+
+
+def _profile_queries_and_index(
+    version_path: Path, num_queries: int, seed: int, verify: bool
+) -> tuple[np.ndarray, Index]:
+    """`profile_queries`, and the index the loaded model holds (callers may tune it)."""
     from recsys.recommend import Recommender  # TensorFlow: only when asked for
 
     model = Recommender.load(version_path, verify=verify)
@@ -133,7 +148,7 @@ def profile_queries(
         raise ArtifactIndexError(f"{version_path} has no stored profiles to take queries from")
     rng = np.random.default_rng(seed)
     rows = rng.choice(len(profiles), size=min(num_queries, len(profiles)), replace=False)
-    return model.query_embeddings([profiles.user_id_at(int(row)) for row in rows])
+    return model.query_embeddings([profiles.user_id_at(int(row)) for row in rows]), model.index
 
 
 def _has_profiles(version_path: Path) -> bool:
@@ -240,8 +255,12 @@ def tune_artifact_index(
     if source == "auto":
         source = "profiles" if _has_profiles(version.path) else "proxies"
     if source == "profiles":
-        # open_version has verified every checksum already: do not hash the version twice
-        vectors = profile_queries(version.path, num_queries, seed, verify=False)
+        # The model loads the index as well: tune its copy rather than hold two (~0.6 GB at
+        # 1M videos). open_version has verified every checksum: do not hash them twice.
+        del index
+        vectors, loaded = _profile_queries_and_index(version.path, num_queries, seed, False)
+        assert isinstance(loaded, ScannIndex)  # the same files as the index checked above
+        index = loaded
         described = f"query tower over {len(vectors)} stored profiles (sampled), at tuning time"
     else:
         vectors = proxy_queries(catalog.embeddings, num_queries, query_noise, seed)
