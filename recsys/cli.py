@@ -188,6 +188,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         work_dir=args.work_dir,
         max_eval_queries=args.max_eval_queries,
         build_index=not args.no_index,
+        index_kind=args.index_kind,
     )
     if result.version_dir is not None:
         recall = ", ".join(f"@{k} {v:.4f}" for k, v in result.metrics["recall"].items())
@@ -237,6 +238,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--no-index", action="store_true", help="export without building the candidate index"
+    )
+    p.add_argument(
+        "--index-kind",
+        choices=["auto", "exact", "scann"],
+        default="auto",
+        help="the exported index; auto: exact below 20000 videos, else ScaNN; a ScaNN index "
+        "is tuned on the held-out queries (default auto)",
     )
     p.set_defaults(handler=_cmd_train)
 

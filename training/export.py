@@ -21,7 +21,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -35,6 +35,9 @@ from recsys.dataset import read_meta
 from recsys.examples import ExampleSet
 from recsys.profiles import PROFILES_FILE, build_profiles, write_profiles
 from recsys.vocab import Vocabularies
+
+if TYPE_CHECKING:
+    from recsys.index.base import IndexKind
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +70,7 @@ def export_artifact(
     metrics: dict[str, Any],
     build_index: bool = True,
     tuning_queries: np.ndarray | None = None,
+    index_kind: IndexKind = "auto",
 ) -> Path:
     """Write the artifact version and point ``LATEST`` at it; returns the version folder.
 
@@ -131,7 +135,7 @@ def export_artifact(
             from recsys.index import IndexConfig
             from recsys.index import build_index as make_index
 
-            index_config = IndexConfig.for_corpus_size(len(embeddings))
+            index_config = IndexConfig(kind=index_kind).resolve(len(embeddings))
             ids = frame["item_id"].astype(str).tolist()
             index = make_index(ids, embeddings, index_config)
             tuning = _tune(index, ids, embeddings, tuning_queries)

@@ -18,7 +18,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,6 +30,9 @@ from recsys.pipeline import example_batches, make_dataset
 from recsys.splits import Split
 from recsys.validation import validate_dataset
 from recsys.vocab import Vocabularies
+
+if TYPE_CHECKING:
+    from recsys.index.base import IndexKind
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +94,13 @@ def train(
     max_eval_queries: int = 5000,
     build_index: bool = True,
     progress: bool = True,
+    index_kind: IndexKind = "auto",
 ) -> TrainResult:
-    """Train the two-tower model on a canonical dataset and export ``artifacts/<name>/vN``."""
+    """Train the two-tower model on a canonical dataset and export ``artifacts/<name>/vN``.
+
+    ``index_kind``: the exported index, "auto" (exact below 20,000 videos, else ScaNN, tuned
+    on the held-out queries), "exact" or "scann".
+    """
     from recsys_training.strategy import choose_strategy, configure_threads
 
     config = config or Config()
@@ -244,6 +252,7 @@ def train(
         example_set=example_set,
         metrics=metrics,
         build_index=build_index and is_chief,
+        index_kind=index_kind,
         tuning_queries=(
             query_embeddings(model.query_tower, queries)
             if build_index and is_chief and len(queries)

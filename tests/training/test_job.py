@@ -83,7 +83,11 @@ def test_export_reloads_in_a_fresh_process_with_the_same_embeddings(
 
 
 def _train_cmd(
-    data: Path, artifacts: Path, epochs: int, extra: list[str] | None = None
+    data: Path,
+    artifacts: Path,
+    epochs: int,
+    extra: list[str] | None = None,
+    index: bool = False,
 ) -> list[str]:
     sets = [arg for o in TINY_TRAIN_OVERRIDES for arg in ("--set", o)]
     return [
@@ -97,7 +101,7 @@ def _train_cmd(
         "m",
         "--epochs",
         str(epochs),
-        "--no-index",
+        *([] if index else ["--no-index"]),
         *sets,
         *(extra or []),
     ]
@@ -126,6 +130,40 @@ def test_a_killed_run_resumes_from_its_checkpoint(tiny_world: Path, tmp_path: Pa
     manifest = read_manifest(resolve_version(artifacts / "m"))
     assert manifest.metrics["training"]["resumed_from_epoch"] > 0
     assert len(manifest.metrics["loss"]) < 12  # this process ran only the remaining epochs
+
+
+@pytest.mark.slow
+def test_a_scann_export_searches_at_the_setting_tuned_on_held_out_queries(
+    tiny_world: Path, tmp_path: Path
+) -> None:
+    from recsys.index import ScannIndex, load_index
+
+    extra = ["--index-kind", "scann", "--max-eval-queries", "300"]
+    done = subprocess.run(
+        _train_cmd(tiny_world, tmp_path, 1, extra, index=True),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    version = resolve_version(tmp_path / "m")
+    manifest = verify_artifact(version)
+    tuning = manifest.index["tuning"]
+    assert manifest.index["kind"] == "scann"  # 1500 videos: "auto" would have chosen exact
+    assert (tuning["query_source"], tuning["num_queries"]) == (
+        "eval",
+        manifest.metrics["eval_queries"],
+    )
+    assert tuning["met_target"]
+    assert tuning["recall"] >= 0.95
+    index = load_index(version / "index")
+    assert isinstance(index, ScannIndex)
+    assert (index.config.num_leaves_to_search, index.config.reorder_k) == (
+        tuning["leaves_to_search"],
+        tuning["reorder_k"],
+    )
 
 
 @pytest.mark.slow
