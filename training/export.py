@@ -49,11 +49,6 @@ QUERY_MODEL_DIR = "query_model"
 TFLITE_FILE = "query_model.tflite"  # recsys.query_tower.TFLITE_FILE
 CANDIDATE_MODEL_DIR = "candidate_model"
 ITEM_COLUMNS = ["item_id", "title", "category", "channel", "upload_time"]
-# A ScaNN index is exported tuned to find this share of the exact top TUNING_K on held-out
-# queries (`recsys index tune` re-tunes an artifact to another target).
-TUNING_K = 100
-TUNING_TARGET_RECALL = 0.95
-TUNING_QUERIES = 1000  # at most: recall +- 0.005 or so at 0.95
 
 
 def export_artifact(
@@ -158,9 +153,13 @@ def export_artifact(
 def _tune(
     index: Any, ids: list[str], embeddings: np.ndarray, queries: np.ndarray | None
 ) -> dict[str, Any] | None:
-    """Tune a ScaNN tree index on held-out queries; the manifest's tuning entry, or None."""
+    """Tune a ScaNN tree index on held-out queries; the manifest's tuning entry, or None.
+
+    The target is `recsys index tune`'s default (recall@100 >= 0.95 against exact search);
+    `recsys index tune` re-tunes an exported version to another.
+    """
     from recsys.index import ScannIndex
-    from recsys.index_ops import tune_index
+    from recsys.index_ops import TUNE_K, TUNE_QUERIES, TUNE_TARGET_RECALL, tune_index
 
     if not isinstance(index, ScannIndex) or index.num_leaves is None:
         return None  # exact search: nothing to tune
@@ -172,14 +171,14 @@ def _tune(
         )
         return None
     started = time.perf_counter()
-    queries = np.asarray(queries[:TUNING_QUERIES], dtype=np.float32)
+    queries = np.asarray(queries[:TUNE_QUERIES], dtype=np.float32)
     _, tuning = tune_index(
         index,
         ids,
         embeddings,
         queries,
-        k=min(TUNING_K, len(index)),
-        target_recall=TUNING_TARGET_RECALL,
+        k=min(TUNE_K, len(index)),
+        target_recall=TUNE_TARGET_RECALL,
         source="eval",
         described=f"query tower over {len(queries)} held-out examples of the training job",
     )

@@ -146,6 +146,44 @@ def test_tune_on_profile_queries_meets_the_target_on_the_models_own_queries(
     assert recall_at_k(index.search_batch(queries, 10).ids, exact) >= 0.85
 
 
+def test_build_with_tune_saves_a_setting_tuned_on_profile_queries(model: Path) -> None:
+    from recsys.index_ops import profile_queries
+
+    built = build_artifact_index(model / "v0001", SCANN_CONFIG, tune=True, seed=3)
+    manifest = verify_artifact(built)
+    tuning = manifest.index["tuning"]
+    assert (tuning["query_source"], tuning["k"], tuning["seed"]) == ("profiles", 100, 3)
+    assert tuning["met_target"]
+    assert tuning["recall"] >= 0.95
+    index = load_artifact_index(built)
+    assert (index.config.num_leaves_to_search, index.config.reorder_k) == (
+        tuning["leaves_to_search"],
+        tuning["reorder_k"],
+    )
+    # Other users' queries, searched with the saved defaults, meet it too (less a margin).
+    ids, embeddings = _catalog(built)
+    queries = profile_queries(built, 150, seed=11)
+    exact = ExactIndex.build(ids, embeddings).search_batch(queries, 100).ids
+    assert recall_at_k(index.search_batch(queries, 100).ids, exact) >= 0.9
+    # An exact index has nothing to tune.
+    assert "tuning" not in verify_artifact(build_artifact_index(built, tune=True)).index
+
+
+def test_index_build_command_tunes_unless_given_a_setting(model: Path) -> None:
+    from recsys.cli import main
+
+    v1 = str(model / "v0001")
+    common = ["index", "build", "--artifact", v1, "--kind", "scann", "--num-leaves", "30"]
+    assert main([*common, "--reorder-k", "120"]) == 0
+    kept = verify_artifact(resolve_version(model)).index
+    assert "tuning" not in kept
+    assert kept["config"]["reorder_k"] == 120  # the setting asked for
+    assert main([*common, "--no-tune"]) == 0
+    assert "tuning" not in verify_artifact(resolve_version(model)).index
+    assert main(common) == 0
+    assert verify_artifact(resolve_version(model)).index["tuning"]["query_source"] == "profiles"
+
+
 def test_tune_on_an_exact_index_is_not_applicable_and_writes_nothing(model: Path) -> None:
     with pytest.raises(TuningNotApplicableError, match=r"not applicable.*exact index"):
         tune_artifact_index(model, k=10)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from recsys.index import ExactIndex, IndexConfig, ScannIndex, recall_at_k
-from recsys_training.export import TUNING_TARGET_RECALL, _tune
+from recsys.index_ops import TUNE_TARGET_RECALL
+from recsys_training.export import _tune
 from tests.index.test_scann_index import mixture
 
 NUM_ITEMS = 5_000
@@ -29,13 +30,13 @@ def test_tuned_setting_meets_the_target_on_other_queries(
     exact = ExactIndex.build(ids, embeddings)
     fresh = mixture(300, seed=7)  # queries the tuner never saw
     before = recall_at_k(index.search_batch(fresh, 100).ids, exact.search_batch(fresh, 100).ids)
-    assert before < TUNING_TARGET_RECALL  # the shallow defaults miss it
+    assert before < TUNE_TARGET_RECALL  # the shallow defaults miss it
 
     tuning = _tune(index, ids, embeddings, mixture(400, seed=3))
 
     assert tuning is not None
     assert tuning["met_target"]
-    assert tuning["recall"] >= TUNING_TARGET_RECALL
+    assert tuning["recall"] >= TUNE_TARGET_RECALL
     assert (tuning["query_source"], tuning["num_queries"], tuning["k"]) == ("eval", 400, 100)
     # The chosen setting became the index's defaults (saved with it by the export) ...
     assert (index.config.num_leaves_to_search, index.config.reorder_k) == (
@@ -44,7 +45,7 @@ def test_tuned_setting_meets_the_target_on_other_queries(
     )
     # ... and holds on queries the tuner did not see.
     after = recall_at_k(index.search_batch(fresh, 100).ids, exact.search_batch(fresh, 100).ids)
-    assert after >= TUNING_TARGET_RECALL
+    assert after >= TUNE_TARGET_RECALL
 
 
 def test_nothing_to_tune_leaves_the_index_alone(
