@@ -159,7 +159,7 @@ def _tune(
     `recsys index tune` re-tunes an exported version to another.
     """
     from recsys.index import ScannIndex
-    from recsys.index_ops import TUNE_K, TUNE_QUERIES, TUNE_TARGET_RECALL, tune_index
+    from recsys.index_tuning import TUNE_K, TUNE_QUERIES, TUNE_TARGET_RECALL, tune_index
 
     if not isinstance(index, ScannIndex) or index.num_leaves is None:
         return None  # exact search: nothing to tune
