@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from recsys.cli import positive_int
+from recsys.cli_common import positive_int
 
 if TYPE_CHECKING:
     from recsys_serving.server import ServerConfig
