@@ -19,11 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from recsys.index import (
-    IndexConfig,
-    ScannIndex,
-    build_index,
-)
+from recsys.index import IndexConfig, ScannIndex, build_index
 from recsys.index_artifact import (
     CANDIDATE_MODEL_DIR,
     INDEX_DIR,

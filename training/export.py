@@ -37,7 +37,7 @@ from recsys.profiles import PROFILES_FILE, build_profiles, write_profiles
 from recsys.vocab import Vocabularies
 
 if TYPE_CHECKING:
-    from recsys.index.base import IndexKind
+    from recsys.index.base import Index, IndexKind
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ def export_artifact(
 
 
 def _tune(
-    index: Any, ids: list[str], embeddings: np.ndarray, queries: np.ndarray | None
+    index: Index, ids: list[str], embeddings: np.ndarray, queries: np.ndarray | None
 ) -> dict[str, Any] | None:
     """Tune a ScaNN tree index on held-out queries; the manifest's tuning entry, or None.
 
