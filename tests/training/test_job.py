@@ -107,6 +107,13 @@ def _train_cmd(
     ]
 
 
+def _train_ok(cmd: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run a training command to completion; fail the test with its stderr tail if it fails."""
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
 @pytest.mark.slow
 def test_a_killed_run_resumes_from_its_checkpoint(tiny_world: Path, tmp_path: Path) -> None:
     artifacts = tmp_path / "artifacts"
@@ -124,8 +131,7 @@ def test_a_killed_run_resumes_from_its_checkpoint(tiny_world: Path, tmp_path: Pa
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert not (artifacts / "m" / "LATEST").exists()  # nothing exported by the killed run
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = _train_ok(cmd)
     assert "resumed from checkpoint" in done.stderr
     manifest = read_manifest(resolve_version(artifacts / "m"))
     assert manifest.metrics["training"]["resumed_from_epoch"] > 0
@@ -139,15 +145,7 @@ def test_a_scann_export_searches_at_the_setting_tuned_on_held_out_queries(
     from recsys.index import ScannIndex, load_index
 
     extra = ["--index-kind", "scann", "--max-eval-queries", "300"]
-    done = subprocess.run(
-        _train_cmd(tiny_world, tmp_path, 1, extra, index=True),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    _train_ok(_train_cmd(tiny_world, tmp_path, 1, extra, index=True))
     version = resolve_version(tmp_path / "m")
     manifest = verify_artifact(version)
     tuning = manifest.index["tuning"]
@@ -170,15 +168,7 @@ def test_a_scann_export_searches_at_the_setting_tuned_on_held_out_queries(
 def test_same_seed_same_run(tiny_world: Path, tmp_path: Path) -> None:
     runs = []
     for i in range(2):
-        done = subprocess.run(
-            _train_cmd(tiny_world, tmp_path / f"a{i}", 1, ["--max-eval-queries", "300"]),
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
+        _train_ok(_train_cmd(tiny_world, tmp_path / f"a{i}", 1, ["--max-eval-queries", "300"]))
         version = resolve_version(tmp_path / f"a{i}" / "m")
         runs.append(
             (read_manifest(version).metrics["loss"], np.load(version / "item_embeddings.npy"))
