@@ -50,11 +50,13 @@ def catalog_recall(
     items: ItemTable,
     queries: EvalQueries,
     ks: Sequence[int],
+    embedded: np.ndarray | None = None,
 ) -> dict[int, float]:
     """Recall@K of exact search over the catalog as it stood at each query's time.
 
     Videos uploaded after a query are out of its ranking; the catalog is embedded at the
-    start of each query's day (see :mod:`recsys.ranking`).
+    start of each query's day (see :mod:`recsys.ranking`). ``embedded``: the queries' tower
+    outputs when the caller has them already (:func:`query_embeddings`).
     """
     if len(queries) == 0:
         return {int(k): float("nan") for k in ks}
@@ -64,7 +66,7 @@ def catalog_recall(
         return embed_candidates(model.candidate_tower, items.features(rows, reference_time))
 
     ranked = rank_by_day(
-        query_embeddings(model.query_tower, queries),
+        query_embeddings(model.query_tower, queries) if embedded is None else embedded,
         queries.times,
         embed_catalog,
         items.upload_time,

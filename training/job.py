@@ -214,7 +214,9 @@ def train(
         verbose=(1 if sys.stderr.isatty() and progress else 2) if is_chief else 0,
     )
     fit_seconds = time.perf_counter() - fit_started
-    final = catalog_recall(model, items, queries, config.train.recall_ks)
+    # Embedded once: the final recall and the export's index tuning both use them.
+    embedded = query_embeddings(model.query_tower, queries) if len(queries) else None
+    final = catalog_recall(model, items, queries, config.train.recall_ks, embedded=embedded)
     epochs_here = len(tracker.epoch_seconds)
     metrics: dict[str, Any] = {
         "split": split.name,
@@ -253,11 +255,7 @@ def train(
         metrics=metrics,
         build_index=build_index and is_chief,
         index_kind=index_kind,
-        tuning_queries=(
-            query_embeddings(model.query_tower, queries)
-            if build_index and is_chief and len(queries)
-            else None
-        ),
+        tuning_queries=embedded if build_index and is_chief else None,
     )
     if not is_chief:
         # Every worker takes part in saving (variables are synchronised), only the chief keeps it.
