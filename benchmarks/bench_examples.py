@@ -26,12 +26,12 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from recsys.catalog import ItemTable
-from recsys.examples import VOCAB_FILE, ExampleSet, build_examples, load_catalog
-from recsys.features import FeatureConfig
-from recsys.pipeline import example_batches, make_dataset
-from recsys.splits import Split
-from recsys.vocab import Vocabularies
+from recsys.dataset.splits import Split
+from recsys.examples.building import VOCAB_FILE, ExampleSet, build_examples, load_catalog
+from recsys.examples.pipeline import example_batches, make_dataset
+from recsys.features.contract import FeatureConfig
+from recsys.features.tables import ItemTable
+from recsys.features.vocab import Vocabularies
 
 
 def peak_rss_mib() -> float:

@@ -27,8 +27,8 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 import numpy as np
 from bench_serving import bench_users  # this folder is on sys.path when run as a script
 
-from recsys.artifacts import resolve_version
-from recsys.recommend import Recommender, RecommenderOptions
+from recsys.artifact.versions import resolve_version
+from recsys.inference.recommender import Recommender, RecommenderOptions
 
 log = logging.getLogger("bench_served_recall")
 

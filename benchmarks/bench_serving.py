@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from recsys.artifacts import resolve_version
+from recsys.artifact.versions import resolve_version
 from recsys_serving.client import RecommenderClient
 from recsys_serving.echo import ServerProcess, echo_server_process
 from recsys_serving.loadtest import LoadTestResult, run_loadtest, user_requests

@@ -62,7 +62,7 @@ def _pyarrow_baseline(rows: int, chunks: int, out: Path) -> dict[str, Any]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from recsys.schema import EVENTS
+    from recsys.dataset.schema import EVENTS
 
     per_chunk = max(1, rows // max(chunks, 1))
     rng = np.random.default_rng(0)

@@ -29,12 +29,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from recsys.catalog import ItemTable
 from recsys.config import load_config
-from recsys.examples import VOCAB_FILE, load_catalog
-from recsys.pipeline import IN_MEMORY_MAX_BYTES, example_bytes, make_dataset
-from recsys.splits import Split
-from recsys.vocab import Vocabularies
+from recsys.dataset.splits import Split
+from recsys.examples.building import VOCAB_FILE, load_catalog
+from recsys.examples.pipeline import IN_MEMORY_MAX_BYTES, example_bytes, make_dataset
+from recsys.features.tables import ItemTable
+from recsys.features.vocab import Vocabularies
 from recsys_training.job import prepare_examples
 
 
@@ -61,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import tensorflow as tf
 
-    from recsys.model import TwoTowerModel, make_optimizer
-    from recsys.towers import VocabSizes
+    from recsys.model.towers import VocabSizes
+    from recsys.model.two_tower import TwoTowerModel, make_optimizer
 
     config = load_config(args.config, args.set)
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-training-"))

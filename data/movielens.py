@@ -28,8 +28,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from recsys.dataset import DatasetMeta, DatasetWriter
-from recsys.schema import EVENT_WATCH, MIN_TIMESTAMP, MIN_UPLOAD_TIME
+from recsys.dataset.io import DatasetMeta, DatasetWriter
+from recsys.dataset.schema import EVENT_WATCH, MIN_TIMESTAMP, MIN_UPLOAD_TIME
 from recsys_data.movielens_formats import (
     GENRES_100K,
     LAYOUT_1M,

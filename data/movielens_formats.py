@@ -1,7 +1,7 @@
 """Parsers for the MovieLens file layouts: 100K, 1M and the 20M/25M/32M csv layout.
 
 Each parser turns one GroupLens file into plain records and rejects a malformed line with a
-:class:`~recsys.dataset.DatasetError` that names the file and the line (counted from 1).
+:class:`~recsys.dataset.io.DatasetError` that names the file and the line (counted from 1).
 Ratings files (up to 32M lines) are cut into blocks of whole lines that pyarrow's CSV parser
 reads; when pyarrow rejects a block, or a value in it is out of range, that block alone is
 re-read line by line in Python to name the first bad line.
@@ -22,8 +22,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from recsys.dataset import DatasetError
-from recsys.schema import MAX_AGE, MIN_TIMESTAMP
+from recsys.dataset.io import DatasetError
+from recsys.dataset.schema import MAX_AGE, MIN_TIMESTAMP
 
 LAYOUT_100K = "ml-100k"
 LAYOUT_1M = "ml-1m"

@@ -21,9 +21,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from recsys.dataset import CanonicalDataset, DatasetError, read_meta
-from recsys.schema import EVENT_WATCH, EVENTS, ITEMS, USERS
-from recsys.splits import Split, holdout_mask
+from recsys.dataset.io import CanonicalDataset, DatasetError, read_meta
+from recsys.dataset.schema import EVENT_WATCH, EVENTS, ITEMS, USERS
+from recsys.dataset.splits import Split, holdout_mask
 from recsys_data.world import (
     DAY,
     TRUTH_FILE,
@@ -80,7 +80,7 @@ class _EventLog:
     query: pa.ChunkedArray  # [N] search text, null for watches
 
     def frame(self) -> pd.DataFrame:
-        """The columns :func:`recsys.splits.holdout_mask` reads."""
+        """The columns :func:`recsys.dataset.splits.holdout_mask` reads."""
         kind = pd.Categorical.from_codes(
             self.is_watch.astype(np.int8), pd.Index(["search", EVENT_WATCH])
         )

@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from recsys.dataset import DatasetMeta, DatasetWriter
+from recsys.dataset.io import DatasetMeta, DatasetWriter
 from recsys_data.world import (
     DAY,
     PRESETS,

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from recsys.features import FeatureConfig
+from recsys.features.contract import FeatureConfig
 
 OPTIMIZERS = ("adagrad", "adam")
 

@@ -10,12 +10,13 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from recsys.cli_common import positive_int
+from recsys.cli.common import positive_int
 
 if TYPE_CHECKING:
     from recsys_serving.server import ServerConfig
 
-TOWER_RUNTIMES = ("auto", "tflite", "savedmodel")  # recsys.query_tower.RUNTIMES (a test checks)
+# recsys.inference.query_tower.RUNTIMES (a test checks)
+TOWER_RUNTIMES = ("auto", "tflite", "savedmodel")
 
 
 def add_arguments(parser: argparse.ArgumentParser, default_port: int = 50051) -> None:
@@ -113,7 +114,7 @@ def add_arguments(parser: argparse.ArgumentParser, default_port: int = 50051) ->
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     """A ServerConfig from parsed :func:`add_arguments` options."""
-    from recsys.recommend import RecommenderOptions
+    from recsys.inference.recommender import RecommenderOptions
     from recsys_serving.server import ServerConfig
 
     return ServerConfig(

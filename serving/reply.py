@@ -16,8 +16,8 @@ import time
 
 import numpy as np
 
-from recsys.request import RecommendResult
-from recsys.served_catalog import ServedCatalog
+from recsys.inference.request import RecommendResult
+from recsys.inference.served_catalog import ServedCatalog
 from recsys_serving.proto import pb2
 
 # RecommendedItem's floats: field 4 (logit) and 5 (probability), wire type 5 (fixed32).

@@ -35,8 +35,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from recsys.artifacts import ArtifactError, resolve_version
-from recsys.recommend import ModelLoadError, Recommender, RecommenderOptions
+from recsys.artifact.versions import ArtifactError, resolve_version
+from recsys.inference.recommender import ModelLoadError, Recommender, RecommenderOptions
 from recsys_serving.options import add_arguments, config_from_args
 from recsys_serving.proto import SERVICE_NAME
 from recsys_serving.replicas import serve_replicas

@@ -20,14 +20,14 @@ from typing import NoReturn, TypeVar
 
 import grpc
 
-from recsys.context import RequestContext
-from recsys.recommend import (
+from recsys.dataset.schema import MAX_AGE
+from recsys.features.context import RequestContext
+from recsys.inference.recommender import (
     MAX_K,
     Recommender,
     UnknownItemError,
     UnknownUserError,
 )
-from recsys.schema import MAX_AGE
 from recsys_serving.proto import SERVICE_NAME, pb2, pb2_grpc
 from recsys_serving.reply import ReplyEncoder
 

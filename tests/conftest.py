@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys.dataset import DatasetMeta, DatasetWriter
+from recsys.dataset.io import DatasetMeta, DatasetWriter
 
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
 

@@ -10,11 +10,11 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from recsys import features as F
-from recsys.catalog import ItemTable
-from recsys.examples import LABEL_TIME
-from recsys.model import embed_candidates, inference_fn
-from recsys.ranking import rank_by_day, recall_from_ranks
+from recsys.evaluation.ranking import rank_by_day, recall_from_ranks
+from recsys.examples.building import LABEL_TIME
+from recsys.features import contract as F
+from recsys.features.tables import ItemTable
+from recsys.model.two_tower import embed_candidates, inference_fn
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,8 @@ def catalog_recall(
     """Recall@K of exact search over the catalog as it stood at each query's time.
 
     Videos uploaded after a query are out of its ranking; the catalog is embedded at the
-    start of each query's day (see :mod:`recsys.ranking`). ``embedded``: the queries' tower
+    start of each query's day (see :mod:`recsys.evaluation.ranking`). ``embedded``: the queries'
+    tower
     outputs when the caller has them already (:func:`query_embeddings`).
     """
     if len(queries) == 0:

@@ -28,13 +28,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from recsys.artifacts import Manifest, write_version
-from recsys.catalog import ItemTable
+from recsys.artifact.profiles import PROFILES_FILE, build_profiles, write_profiles
+from recsys.artifact.versions import Manifest, write_version
 from recsys.config import Config
-from recsys.dataset import read_meta
-from recsys.examples import ExampleSet
-from recsys.profiles import PROFILES_FILE, build_profiles, write_profiles
-from recsys.vocab import Vocabularies
+from recsys.dataset.io import read_meta
+from recsys.examples.building import ExampleSet
+from recsys.features.tables import ItemTable
+from recsys.features.vocab import Vocabularies
 
 if TYPE_CHECKING:
     from recsys.index.base import Index, IndexKind
@@ -46,7 +46,7 @@ EMBEDDINGS_FILE = "item_embeddings.npy"
 CONFIG_FILE = "config.json"
 INDEX_DIR = "index"
 QUERY_MODEL_DIR = "query_model"
-TFLITE_FILE = "query_model.tflite"  # recsys.query_tower.TFLITE_FILE
+TFLITE_FILE = "query_model.tflite"  # recsys.inference.query_tower.TFLITE_FILE
 CANDIDATE_MODEL_DIR = "candidate_model"
 ITEM_COLUMNS = ["item_id", "title", "category", "channel", "upload_time"]
 
@@ -72,13 +72,13 @@ def export_artifact(
     ``tuning_queries`` (query embeddings ``[n, d]``, the job's held-out examples): a ScaNN
     tree index gets the fastest search setting that finds 95% of their exact top 100.
     """
-    from recsys.export import (
+    from recsys.model.signatures import (
         RawCandidateModel,
         RawQueryModel,
         save_candidate_model,
         save_query_model,
     )
-    from recsys.model import embed_candidates
+    from recsys.model.two_tower import embed_candidates
 
     started = time.perf_counter()
     embeddings = embed_candidates(
@@ -159,7 +159,7 @@ def _tune(
     `recsys index tune` re-tunes an exported version to another.
     """
     from recsys.index import ScannIndex
-    from recsys.index_tuning import TUNE_K, TUNE_QUERIES, TUNE_TARGET_RECALL, tune_index
+    from recsys.indexing.tuning import TUNE_K, TUNE_QUERIES, TUNE_TARGET_RECALL, tune_index
 
     if not isinstance(index, ScannIndex) or index.num_leaves is None:
         return None  # exact search: nothing to tune
@@ -192,7 +192,7 @@ def _write_lite_query_tower(saved_model: Path, out: Path) -> None:
     Optional: when the converter refuses the graph, the artifact goes without it and servers
     serve the SavedModel.
     """
-    from recsys.query_tower import convert_to_tflite
+    from recsys.inference.query_tower import convert_to_tflite
 
     started = time.perf_counter()
     try:

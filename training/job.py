@@ -22,14 +22,20 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from recsys.catalog import ItemTable
 from recsys.config import Config
-from recsys.examples import VOCAB_FILE, ExampleSet, build_examples, load_catalog, read_examples
+from recsys.dataset.splits import Split
+from recsys.dataset.validation import validate_dataset
+from recsys.examples.building import (
+    VOCAB_FILE,
+    ExampleSet,
+    build_examples,
+    load_catalog,
+    read_examples,
+)
+from recsys.examples.pipeline import example_batches, make_dataset
+from recsys.features.tables import ItemTable
+from recsys.features.vocab import Vocabularies
 from recsys.logs import Progress, step
-from recsys.pipeline import example_batches, make_dataset
-from recsys.splits import Split
-from recsys.validation import validate_dataset
-from recsys.vocab import Vocabularies
 
 if TYPE_CHECKING:
     from recsys.index.base import IndexKind
@@ -56,7 +62,7 @@ def prepare_examples(
     data: Path, work: Path, split: Split, config: Config, progress: bool = True
 ) -> tuple[Path, ExampleSet]:
     """Build the example shards for (dataset, split, feature config), or reuse a matching build."""
-    from recsys.dataset import read_meta
+    from recsys.dataset.io import read_meta
 
     meta = read_meta(data)
     key = _digest(
@@ -112,8 +118,8 @@ def train(
     strategy = choose_strategy()
     import tensorflow as tf
 
-    from recsys.model import TwoTowerModel, make_optimizer
-    from recsys.towers import VocabSizes
+    from recsys.model.towers import VocabSizes
+    from recsys.model.two_tower import TwoTowerModel, make_optimizer
     from recsys_training.callbacks import (
         EpochTracker,
         EvalQueries,

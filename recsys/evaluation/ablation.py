@@ -25,14 +25,14 @@ from typing import Any
 
 import numpy as np
 
-from recsys import features as F
 from recsys.config import Config, ModelConfig
+from recsys.dataset.splits import Split
 from recsys.evaluation import metrics as M
 from recsys.evaluation.artifact_model import ArtifactModel, model_features
 from recsys.evaluation.segments import predicted_age_share
-from recsys.examples import LABEL_TIME, load_catalog
-from recsys.splits import Split
-from recsys.vocab import Vocabularies
+from recsys.examples.building import LABEL_TIME, load_catalog
+from recsys.features import contract as F
+from recsys.features.vocab import Vocabularies
 
 log = logging.getLogger(__name__)
 

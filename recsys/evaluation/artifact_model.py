@@ -18,10 +18,10 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from recsys import features as F
-from recsys.artifacts import read_manifest, resolve_version
+from recsys.artifact.versions import read_manifest, resolve_version
 from recsys.config import Config
-from recsys.vocab import Vocabularies, Vocabulary
+from recsys.features import contract as F
+from recsys.features.vocab import Vocabularies, Vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -101,13 +101,14 @@ class ArtifactModel:
 
         Every video is embedded by the candidate SavedModel with its upload age at the start
         of the query's UTC day, and videos uploaded after that are left out
-        (:func:`recsys.ranking.rank_by_day`): what an index rebuilt daily would serve, and
+        (:func:`recsys.evaluation.ranking.rank_by_day`): what an index rebuilt daily would serve,
+        and
         the training job's validation protocol. (``item_embeddings.npy`` holds the catalog
         at the training cut-off only: it would give every later upload age 0 and rank
         videos not yet uploaded.)
         """
-        from recsys.new_items import CandidateEmbedder
-        from recsys.ranking import rank_by_day
+        from recsys.evaluation.ranking import rank_by_day
+        from recsys.indexing.new_videos import CandidateEmbedder
 
         strings = {
             name: items[name].fillna("").astype(str).to_numpy(dtype=object)

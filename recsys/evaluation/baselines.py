@@ -4,7 +4,7 @@ All of them learn from the same training examples as the model (the example shar
 ``item_index``, ``user_index``, ``timestamp`` and the last watch of ``history``) and rank the
 whole catalog for evaluation queries: ``rank(queries, k) -> [n, k]`` catalog rows, best first.
 ``queries`` is a dict of evaluation-example columns (``[n, ...]`` arrays named as in
-:mod:`recsys.features`, plus ``timestamp`` and ``user_index``).
+:mod:`recsys.features.contract`, plus ``timestamp`` and ``user_index``).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typing import Any, Protocol
 import numpy as np
 import pyarrow.parquet as pq
 
-from recsys import features as F
-from recsys.examples import LABEL_TIME, ExampleSet
+from recsys.examples.building import LABEL_TIME, ExampleSet
+from recsys.features import contract as F
 from recsys.logs import ProgressFn
 
 log = logging.getLogger(__name__)

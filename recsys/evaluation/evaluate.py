@@ -22,9 +22,9 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from recsys import features as F
 from recsys.config import Config
-from recsys.dataset import DatasetError, read_meta
+from recsys.dataset.io import DatasetError, read_meta
+from recsys.dataset.splits import Split
 from recsys.evaluation import metrics as M
 from recsys.evaluation.artifact_model import ArtifactModel, model_features
 from recsys.evaluation.baselines import (
@@ -42,10 +42,10 @@ from recsys.evaluation.segments import (
     predicted_age_share,
     segment_metrics,
 )
-from recsys.examples import EXAMPLES_META, LABEL_TIME, VOCAB_FILE, ExampleSet, load_catalog
+from recsys.examples.building import EXAMPLES_META, LABEL_TIME, VOCAB_FILE, ExampleSet, load_catalog
+from recsys.features import contract as F
+from recsys.features.vocab import Vocabularies
 from recsys.logs import Progress, step
-from recsys.splits import Split
-from recsys.vocab import Vocabularies
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ def oracle_ranking(
     progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray | None:
     """The oracle's top-``k`` ``[n, k]`` for each query, or None when ``data`` is not synthetic."""
-    from recsys.dataset import read_dataset
+    from recsys.dataset.io import read_dataset
     from recsys_data.oracle import load_world, oracle_probabilities
 
     try:

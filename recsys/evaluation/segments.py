@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from recsys import features as F
-from recsys.examples import LABEL_TIME
+from recsys.examples.building import LABEL_TIME
+from recsys.features import contract as F
 
 DAY = 86_400
 # Video age at watch time (days since upload), the x axis of the paper's Figure 4.

@@ -16,8 +16,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from recsys.dataset import DatasetError
-from recsys.validation import validate_dataset
+from recsys.dataset.io import DatasetError
+from recsys.dataset.validation import validate_dataset
 from recsys_data.movielens import (
     detect_layout,
     first_genre,

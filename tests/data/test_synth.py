@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys.dataset import CanonicalDataset, DatasetError, read_dataset
-from recsys.validation import validate_dataset
+from recsys.dataset.io import CanonicalDataset, DatasetError, read_dataset
+from recsys.dataset.validation import validate_dataset
 from recsys_data.oracle import World, load_world
 from recsys_data.synth import PRESETS, WorldConfig, generate_world, world_config
 

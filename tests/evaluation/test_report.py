@@ -10,12 +10,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from recsys.artifacts import read_manifest
+from recsys.artifact.versions import read_manifest
 from recsys.evaluation.artifact_model import remap_query_ids
 from recsys.evaluation.embeddings import neighbourhood_overlap, pca_2d
 from recsys.evaluation.report import fmt
-from recsys.examples import ExampleSet
-from recsys.vocab import Vocabularies, Vocabulary
+from recsys.examples.building import ExampleSet
+from recsys.features.vocab import Vocabularies, Vocabulary
 
 
 @pytest.fixture(scope="module")
@@ -216,7 +216,7 @@ def test_exact_ranking_never_offers_a_video_before_its_upload_day(
     trained_artifact: Path, tiny_world: Path
 ) -> None:
     from recsys.evaluation.artifact_model import ArtifactModel
-    from recsys.examples import load_catalog
+    from recsys.examples.building import load_catalog
 
     model = ArtifactModel(trained_artifact)
     _, items, content = load_catalog(tiny_world)

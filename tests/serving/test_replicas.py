@@ -14,8 +14,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from recsys.context import RequestContext
-from recsys.recommend import Recommender
+from recsys.features.context import RequestContext
+from recsys.inference.recommender import Recommender
 from recsys_serving.proto import pb2, pb2_grpc
 from recsys_serving.replicas import ReplicaError, ReplicaSet, reserve_port
 
@@ -210,7 +210,7 @@ def test_a_port_in_use_without_reuse_is_a_clear_error() -> None:
 
 
 def test_serve_options_name_the_libraries_tower_runtimes() -> None:
-    from recsys.query_tower import RUNTIMES
+    from recsys.inference.query_tower import RUNTIMES
     from recsys_serving.options import TOWER_RUNTIMES
 
     assert TOWER_RUNTIMES == RUNTIMES

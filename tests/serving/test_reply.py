@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from recsys.request import RecommendResult, StageTimings
-from recsys.served_catalog import ServedCatalog
+from recsys.inference.request import RecommendResult, StageTimings
+from recsys.inference.served_catalog import ServedCatalog
 from recsys_serving.proto import pb2
 from recsys_serving.reply import ReplyEncoder, response_fields
 

@@ -18,9 +18,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from recsys.artifacts import read_manifest, set_latest, write_version
-from recsys.context import RequestContext
-from recsys.recommend import Recommender
+from recsys.artifact.versions import read_manifest, set_latest, write_version
+from recsys.features.context import RequestContext
+from recsys.inference.recommender import Recommender
 from recsys_serving.client import Context, RecommenderClient, RecommenderError
 from recsys_serving.proto import SERVICE_NAME, pb2, pb2_grpc
 from recsys_serving.server import RecommenderServer, ServerConfig

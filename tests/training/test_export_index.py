@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from recsys.index import ExactIndex, IndexConfig, ScannIndex, recall_at_k
-from recsys.index_tuning import TUNE_TARGET_RECALL
+from recsys.indexing.tuning import TUNE_TARGET_RECALL
 from recsys_training.export import _tune
 from tests.index.test_scann_index import mixture
 

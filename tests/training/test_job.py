@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from recsys.artifacts import read_manifest, resolve_version, verify_artifact
+from recsys.artifact.versions import read_manifest, resolve_version, verify_artifact
 from tests.conftest import TINY_TRAIN_OVERRIDES
 
 REPO = Path(__file__).resolve().parents[2]

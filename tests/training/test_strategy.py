@@ -133,10 +133,10 @@ _WORKER_SCRIPT = textwrap.dedent(
 
     strategy = choose_strategy()  # before any other TensorFlow op
     import tensorflow as tf
-    from recsys import features as F
+    from recsys.features import contract as F
     from recsys.config import ModelConfig, TrainConfig
-    from recsys.model import TwoTowerModel, make_optimizer
-    from recsys.towers import VocabSizes
+    from recsys.model.two_tower import TwoTowerModel, make_optimizer
+    from recsys.model.towers import VocabSizes
 
     GLOBAL_BATCH, STEPS, ITEMS = 16, 3, 50
     rng = np.random.default_rng(0)  # the same data on both workers; each reads its shard

@@ -1,0 +1,1 @@
+"""The ``recsys`` command line: one module per command family over typed library functions."""

@@ -1,0 +1,239 @@
+"""``recsys serve``, ``recommend`` and ``loadtest``: the gRPC service and its clients."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from recsys.cli.common import UsageError, positive_int
+from recsys.logs import step
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from recsys_serving.options import config_from_args
+    from recsys_serving.server import serve
+
+    config = config_from_args(args)
+    try:
+        serve(config, port_file=args.port_file)
+    except OSError as exc:
+        raise UsageError(f"{exc}; choose another --port or --host") from exc
+    except RuntimeError as exc:  # replicas that could not start or kept dying (logged)
+        print(f"recsys serve: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_recommend(args: argparse.Namespace) -> int:
+    from recsys_serving.client import Context, RecommenderClient, RecommenderError
+
+    if not (args.user_id or args.history or args.search):
+        raise UsageError("give --user-id, or a context with --history and/or --search")
+    context = None
+    if args.history or args.search:
+        context = Context(watch_history=args.history, searches=args.search, country=args.country)
+    with RecommenderClient(args.target, timeout=args.timeout) as client:
+        if args.wait and not client.wait_until_serving(args.wait):
+            raise UsageError(
+                f"{args.target} is not serving after {args.wait:g} s: is `recsys serve` "
+                "running there, and has its model loaded (see its log)?"
+            )
+        try:
+            result = client.recommend(
+                user_id=args.user_id,
+                k=args.k,
+                context=context,
+                exclude_watched=not args.include_watched,
+                category=args.category,
+            )
+        except RecommenderError as exc:
+            raise UsageError(str(exc)) from exc
+    print(
+        f"model {result.model_name}/{result.model_version}: {len(result.items)} videos; "
+        f"softmax over {result.num_candidates_scored} scored candidates; context from "
+        f"{'the stored profile' if result.used_profile else 'the request'}; "
+        f"{result.unknown_videos} unknown history ids skipped; "
+        f"server time {result.timings.total_ms:.1f} ms"
+    )
+    print(f"{'rank':>4}  {'video':<12} {'logit':>8} {'prob':>8}  {'category':<14} title")
+    for rank, item in enumerate(result.items, start=1):
+        title = item.title if len(item.title) <= 48 else item.title[:47] + "..."
+        print(
+            f"{rank:>4}  {item.item_id:<12} {item.logit:>8.4f} {item.probability:>8.4f}  "
+            f"{item.category[:14]:<14} {title}"
+        )
+    return 0
+
+
+def _cmd_loadtest(args: argparse.Namespace) -> int:
+    from recsys_serving.loadtest import (
+        LoadTestResult,
+        cold_start_requests,
+        run_loadtest,
+        user_requests,
+    )
+
+    factory = user_requests(args.user_id, args.k) if args.user_id else cold_start_requests(args.k)
+
+    def measure(target: str) -> LoadTestResult:
+        return run_loadtest(
+            target,
+            args.concurrency,
+            args.duration,
+            factory,
+            warmup_s=args.warmup,
+            timeout_s=args.timeout,
+            channels=args.channels,
+        )
+
+    with step(
+        f"load test of {args.target}: {args.concurrency} calls in flight, {args.duration:g} s"
+    ):
+        result = measure(args.target)
+    print(f"recommender  {result.summary()}")
+    if result.server_ms:
+        stages = result.server_ms
+        print(
+            "             server stages, mean ms: "
+            f"context {stages['context_ms']:.2f}, query tower {stages['query_tower_ms']:.2f}, "
+            f"index {stages['index_ms']:.2f}, ranking {stages['rescoring_ms']:.2f}, "
+            f"total {stages['total_ms']:.2f} (the rest of the latency is gRPC and queueing)"
+        )
+    if args.baseline_echo:
+        from recsys_serving.echo import echo_server_process
+
+        with (
+            step("the same load against an echo gRPC server (baseline)"),
+            echo_server_process(
+                workers=args.echo_workers,
+                processes=args.echo_processes,
+                pin_cpus=args.echo_pin_cpus,
+            ) as echo,
+        ):
+            baseline = measure(echo.target)
+        print(f"echo         {baseline.summary()}")
+        if baseline.qps > 0:
+            print(f"throughput: {result.qps / baseline.qps:.2f}x the echo server's")
+    return 1 if result.errors else 0
+
+
+def add_serving(sub: argparse._SubParsersAction) -> None:
+    """Add the ``serving`` command(s) to the ``recsys`` parser."""
+    p = sub.add_parser(
+        "serve",
+        help="serve a model over gRPC (recsys.v1.Recommender, health, reflection)",
+        description="Serve artifacts/<name>/LATEST over gRPC until SIGTERM or Ctrl-C (then stop "
+        "accepting calls and drain running ones for --grace seconds). Health checking says "
+        "SERVING once the version is loaded, checked against its manifest's sha256s and has "
+        "answered a probe query. LATEST is polled every --reload-interval seconds: a new "
+        "version is loaded and checked beside the served one and swapped in between two calls; "
+        "a broken one is refused (logged) and the old one keeps serving.",
+    )
+    from recsys_serving.options import add_arguments
+
+    add_arguments(p)
+    p.set_defaults(handler=_cmd_serve)
+
+    p = sub.add_parser(
+        "recommend",
+        help="ask a running server for recommendations and print them as a table",
+        description="Call Recommend on a running `recsys serve`. With --user-id alone the "
+        "server uses the user's stored profile (latest watches, searches, demographics); "
+        "--history / --search / --country replace those parts of it, or make up a whole "
+        "context without --user-id. Probabilities are the softmax over the scored candidates "
+        "(see protos/recsys/v1/recommender.proto).",
+    )
+    p.add_argument("--target", required=True, metavar="HOST:PORT", help="the server")
+    p.add_argument("--user-id", help="a user of the training data (uses the stored profile)")
+    p.add_argument("--k", type=positive_int, default=10, help="videos to return (default 10)")
+    p.add_argument(
+        "--history",
+        nargs="+",
+        default=[],
+        metavar="ID",
+        help="recently watched video ids, oldest first",
+    )
+    p.add_argument(
+        "--search", nargs="+", default=[], metavar="TEXT", help="recent searches, oldest first"
+    )
+    p.add_argument("--country", help="country code for a made-up context, e.g. US")
+    p.add_argument("--category", help="only videos of this category")
+    p.add_argument(
+        "--include-watched",
+        action="store_true",
+        help="allow videos of the watch history (excluded by default)",
+    )
+    p.add_argument(
+        "--timeout", type=float, default=5.0, metavar="S", help="per-call deadline (default 5)"
+    )
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="first wait up to S seconds for the server to be SERVING (default: do not wait)",
+    )
+    p.set_defaults(handler=_cmd_recommend)
+
+    p = sub.add_parser(
+        "loadtest",
+        help="measure a server's throughput and latency (optionally against an echo baseline)",
+        description="Keep --concurrency Recommend calls in flight for --duration seconds from "
+        "one asyncio process (grpc.aio) and report calls/s, p50/p95/p99 latency and errors by "
+        "status code. Requests are user_id-only for the --user-id values given (profile "
+        "contexts), else made-up cold-start contexts (a few searches and a country). With "
+        "--baseline-echo the same load then runs against an echo gRPC server (same service, "
+        "canned replies of k items, started in its own process), and the throughput ratio is "
+        "printed. Exit code 1 when any call failed.",
+    )
+    p.add_argument("--target", required=True, metavar="HOST:PORT", help="the server")
+    p.add_argument("--concurrency", type=positive_int, required=True, help="calls kept in flight")
+    p.add_argument("--duration", type=float, required=True, metavar="S", help="measured seconds")
+    p.add_argument("--k", type=positive_int, default=100, help="videos per call (default 100)")
+    p.add_argument(
+        "--user-id",
+        action="append",
+        default=[],
+        metavar="U",
+        help="send user_id-only requests for these users (repeatable)",
+    )
+    p.add_argument(
+        "--warmup",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="unmeasured seconds first (default 1)",
+    )
+    p.add_argument(
+        "--timeout", type=float, default=5.0, metavar="S", help="per-call deadline (default 5)"
+    )
+    p.add_argument(
+        "--baseline-echo",
+        action="store_true",
+        help="also run the same load against an echo gRPC server and print the ratio",
+    )
+    p.add_argument(
+        "--echo-workers",
+        type=positive_int,
+        default=8,
+        help="echo server worker threads (default 8, as `recsys serve`)",
+    )
+    p.add_argument(
+        "--echo-processes",
+        type=positive_int,
+        default=1,
+        help="echo server processes on its port (default 1; match the server's --processes)",
+    )
+    p.add_argument(
+        "--echo-pin-cpus",
+        action="store_true",
+        help="pin the echo server's processes to CPUs (match the server's --pin-cpus)",
+    )
+    p.add_argument(
+        "--channels",
+        type=positive_int,
+        default=1,
+        help="connections the calls are spread over (default 1; a server with --processes N "
+        "needs at least N to use them all)",
+    )
+    p.set_defaults(handler=_cmd_loadtest)

@@ -1,0 +1,1 @@
+"""The canonical dataset: schema, Parquet reading and writing, validation, evaluation splits."""

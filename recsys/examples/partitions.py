@@ -1,0 +1,200 @@
+"""Integer-encoded event partitions for :mod:`recsys.examples.building`.
+
+The event log is streamed once into per-partition Parquet files whose ids are already rows
+of the users / items tables (``user_row`` int32, ``item_row`` int32 with -1 for searches), so
+sorting, splitting, counting and feature gathers downstream are integer numpy work. Search
+queries stay strings; each partition tokenises its distinct queries once per pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from recsys.dataset.io import DatasetError, iter_event_batches
+from recsys.dataset.schema import EVENT_SEARCH, EVENT_WATCH
+from recsys.dataset.splits import Split
+from recsys.features.contract import tokenize
+
+EVENT_COLUMNS = ["user_id", "timestamp", "type", "item_id", "query"]
+KIND_WATCH, KIND_SEARCH, KIND_OTHER = 0, 1, 2
+
+
+def partition_of(user_ids: pd.Series | np.ndarray, partitions: int) -> np.ndarray:
+    """The partition of each user id (a stable hash of the id string)."""
+    hashed = pd.util.hash_array(np.asarray(user_ids, dtype=object))
+    return (hashed % np.uint64(partitions)).astype(np.int64)
+
+
+def _strings(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    return values.cast(pa.string())
+
+
+def write_partitions(
+    data_dir: Path, work: Path, partitions: int, user_ids: pa.Array, item_ids: pa.Array
+) -> list[Path]:
+    """Stream the event log into per-partition Parquet files of integer-encoded events.
+
+    Users are hashed to partitions by their id; rows keep the event log's order.
+    """
+    user_ids, item_ids = _strings(user_ids), _strings(item_ids)
+    user_part = partition_of(user_ids.to_numpy(zero_copy_only=False), partitions)
+    writers: dict[int, pq.ParquetWriter] = {}
+    paths = [work / f"events-part-{p:04d}.parquet" for p in range(partitions)]
+    for batch in iter_event_batches(data_dir, columns=EVENT_COLUMNS):
+        urow = pc.index_in(_strings(batch.column("user_id")), value_set=user_ids)
+        if urow.null_count:
+            raise DatasetError(f"{data_dir}: events name users missing from the users table")
+        users = urow.to_numpy(zero_copy_only=False).astype(np.int32)
+        typ = batch.column("type")
+        is_watch = pc.equal(typ, EVENT_WATCH).fill_null(False).to_numpy(zero_copy_only=False)
+        is_search = pc.equal(typ, EVENT_SEARCH).fill_null(False).to_numpy(zero_copy_only=False)
+        kind = np.where(is_watch, KIND_WATCH, np.where(is_search, KIND_SEARCH, KIND_OTHER))
+        irow = pc.index_in(_strings(batch.column("item_id")), value_set=item_ids)
+        items = irow.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int32)
+        if np.any(is_watch & (items < 0)):
+            raise DatasetError(f"{data_dir}: watches of videos missing from the items table")
+        tbl = pa.table(
+            {
+                "user_row": users,
+                "timestamp": batch.column("timestamp").cast(pa.int64()),
+                "kind": kind.astype(np.int8),
+                "item_row": np.where(is_watch, items, -1).astype(np.int32),
+                "query": _strings(batch.column("query")),
+            }
+        )
+        part = user_part[users]
+        order = np.argsort(part, kind="stable")
+        bounds = np.searchsorted(part[order], np.arange(partitions + 1))
+        tbl = tbl.take(pa.array(order))
+        for p in range(partitions):
+            lo, hi = int(bounds[p]), int(bounds[p + 1])
+            if hi == lo:
+                continue
+            if p not in writers:
+                writers[p] = pq.ParquetWriter(paths[p], tbl.schema)
+            writers[p].write_table(tbl.slice(lo, hi - lo))
+    for w in writers.values():
+        w.close()
+    return [p for p in paths if p.exists()]
+
+
+@dataclass
+class Events:
+    """One partition's events sorted by user (id order), time, then file order.
+
+    ``user`` is the sort key of the user (rank of the id string); ``user_row`` the user's
+    row; ``item_row`` the video's row (-1 unless a watch); ``queries`` the searches' texts in
+    order (one per ``kind == KIND_SEARCH`` row).
+    """
+
+    user: np.ndarray
+    user_row: np.ndarray
+    timestamp: np.ndarray
+    kind: np.ndarray
+    item_row: np.ndarray
+    queries: pa.Array
+
+    @property
+    def is_watch(self) -> np.ndarray:
+        """Mask of the watches."""
+        return self.kind == KIND_WATCH
+
+    @property
+    def is_search(self) -> np.ndarray:
+        """Mask of the searches."""
+        return self.kind == KIND_SEARCH
+
+
+def load_events(path: Path, user_rank: np.ndarray) -> Events:
+    """A partition's events sorted by user then time (ties keep file order)."""
+    tbl = pq.read_table(path)
+    urow = tbl.column("user_row").to_numpy()
+    ts = tbl.column("timestamp").to_numpy()
+    key = user_rank[urow]
+    order = np.lexsort((ts, key))
+    kind = tbl.column("kind").to_numpy()[order]
+    searches = order[kind == KIND_SEARCH]
+    queries = _strings(tbl.column("query").take(pa.array(searches)))
+    return Events(
+        user=key[order],
+        user_row=urow[order],
+        timestamp=ts[order],
+        kind=kind,
+        item_row=tbl.column("item_row").to_numpy()[order],
+        queries=queries,
+    )
+
+
+def holdout(ev: Events, split: Split, cutoff: int | None) -> np.ndarray:
+    """:func:`recsys.dataset.splits.holdout_mask` on sorted integer events (same semantics)."""
+    is_watch = ev.is_watch
+    if split.name == "time":
+        assert cutoff is not None
+        return is_watch & (ev.timestamp >= cutoff)
+    w = np.flatnonzero(is_watch)
+    u = ev.user[w]
+    last = np.ones(len(w), dtype=bool)
+    last[:-1] = u[:-1] != u[1:]
+    several = np.zeros(len(w), dtype=bool)  # for a last watch: the user has an earlier one
+    several[1:] = u[1:] == u[:-1]
+    mask = np.zeros(len(ev.kind), dtype=bool)
+    mask[w[last & several]] = True
+    return mask
+
+
+def training_mask(ev: Events, held: np.ndarray, split: Split, cutoff: int | None) -> np.ndarray:
+    """Events usable for training and vocabularies: before the cut-off, never held out."""
+    if split.name == "time":
+        assert cutoff is not None
+        return (ev.timestamp < cutoff) & ~held
+    return ~held
+
+
+def distinct_values(values: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, list[str]]:
+    """(code of each string into the distinct ones, the distinct strings); null reads as ""."""
+    enc = pc.dictionary_encode(pc.fill_null(values, ""))
+    if isinstance(enc, pa.ChunkedArray):
+        enc = enc.combine_chunks()
+    return enc.indices.to_numpy(zero_copy_only=False).astype(np.int64), enc.dictionary.to_pylist()
+
+
+def distinct_queries(queries: pa.Array) -> tuple[np.ndarray, list[list[str]]]:
+    """(code of each query into the distinct ones, tokens of each distinct query)."""
+    codes, distinct = distinct_values(queries)
+    return codes, [tokenize(q) for q in distinct]
+
+
+def gather_ragged(
+    flat: np.ndarray, offsets: np.ndarray, codes: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ragged rows ``codes`` of (flat, offsets): (their values concatenated, offsets)."""
+    starts = offsets[:-1][codes]
+    lengths = offsets[1:][codes] - starts
+    out_off = np.zeros(len(codes) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=out_off[1:])
+    idx = np.repeat(starts - out_off[:-1], lengths) + np.arange(out_off[-1], dtype=np.int64)
+    return flat[idx], out_off
+
+
+def cap_per_user(users: np.ndarray, cap: int, rng: np.random.Generator) -> np.ndarray:
+    """Positions (ascending) of a seeded random subset of at most ``cap`` rows per user."""
+    order = rng.permutation(len(users))
+    shuffled = users[order]
+    by_user = np.argsort(shuffled, kind="stable")
+    grouped = shuffled[by_user]
+    first = np.ones(len(grouped), dtype=bool)
+    first[1:] = grouped[1:] != grouped[:-1]
+    starts = np.flatnonzero(first)
+    run = np.arange(len(grouped)) - np.repeat(starts, np.diff(np.append(starts, len(grouped))))
+    rank = np.empty(len(grouped), dtype=np.int64)
+    rank[by_user] = run
+    return np.sort(order[rank < cap])

@@ -1,0 +1,1 @@
+"""The feature contract: names and shapes, vocabularies, encoded tables and query contexts."""

@@ -1,0 +1,1 @@
+"""Serving-time inference: the query tower, served catalog, retrieval and the Recommender."""

@@ -1,0 +1,138 @@
+"""The files of a served model version, each read and checked into the part it serves.
+
+:func:`read_model_files` reads a version folder (checksums first, unless the caller has just
+checked them) into a :class:`ModelFiles`: config, vocabularies, the query tower (checked on
+probe features against its SavedModel), the index, the served catalog, the item embeddings
+and the stored profiles. Anything missing or inconsistent raises ModelLoadError naming the
+file; :class:`recsys.inference.recommender.Recommender` assembles the parts and probes the whole.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from recsys.artifact.profiles import PROFILES_FILE, ProfileError, Profiles
+from recsys.artifact.versions import ArtifactError, Manifest, read_manifest, verify_artifact
+from recsys.config import Config
+from recsys.features.context import RequestContext, encode_request
+from recsys.features.vocab import Vocabularies
+from recsys.index import Index, IndexLoadError, load_index
+from recsys.inference.query_tower import TFLITE_FILE, QueryTower, TowerLoadError, load_query_tower
+from recsys.inference.request import ModelLoadError, RecommenderOptions
+from recsys.inference.served_catalog import CatalogLoadError, ServedCatalog, read_served_catalog
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+VOCAB_FILE = "vocabularies.json"
+QUERY_MODEL_DIR = "query_model"
+INDEX_DIR = "index"
+ITEMS_FILE = "items.parquet"
+EMBEDDINGS_FILE = "item_embeddings.npy"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelFiles:
+    """A version's parts, read and checked one by one (not yet probed together)."""
+
+    path: Path
+    manifest: Manifest
+    config: Config
+    vocabs: Vocabularies
+    tower: QueryTower
+    index: Index
+    catalog: ServedCatalog
+    embeddings: np.ndarray
+    profiles: Profiles | None
+
+
+def read_model_files(path: Path, options: RecommenderOptions, verify: bool = True) -> ModelFiles:
+    """Read version folder ``path``; ModelLoadError naming the file when one is wrong.
+
+    Verifies every file's sha256 against the manifest first, unless ``verify`` is False.
+    """
+    try:
+        manifest = verify_artifact(path) if verify else read_manifest(path)
+    except ArtifactError as exc:
+        raise ModelLoadError(str(exc)) from exc
+    try:
+        raw = json.loads((path / CONFIG_FILE).read_text())
+        config = Config.from_dict(raw["config"], source=str(path / CONFIG_FILE))
+        dim = int(raw["embedding_dim"])
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ModelLoadError(f"{path / CONFIG_FILE}: not a valid model config ({exc})") from exc
+    try:
+        vocabs = Vocabularies.load(path / VOCAB_FILE)
+    except ValueError as exc:
+        raise ModelLoadError(str(exc)) from exc
+    try:
+        tower = load_query_tower(
+            path / QUERY_MODEL_DIR,
+            _tower_probes(vocabs, config),
+            options.tower_runtime,
+            path / TFLITE_FILE,
+        )
+    except TowerLoadError as exc:
+        raise ModelLoadError(str(exc)) from exc
+    try:
+        index = load_index(path / INDEX_DIR, expected_dim=dim)
+    except (IndexLoadError, OSError, ValueError) as exc:
+        raise ModelLoadError(f"{path / INDEX_DIR}: {exc}") from exc
+    try:
+        catalog = read_served_catalog(path / ITEMS_FILE)
+    except CatalogLoadError as exc:
+        raise ModelLoadError(str(exc)) from exc
+    try:
+        # In memory, not mapped: scoring a small category or a video's neighbours reads
+        # rows all over the file, and a page fault per row costs more than the products.
+        embeddings = np.load(path / EMBEDDINGS_FILE, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{path / EMBEDDINGS_FILE}: cannot read ({exc})") from exc
+    if embeddings.dtype != np.float32 or embeddings.shape != (len(catalog.row_of), dim):
+        raise ModelLoadError(
+            f"{path / EMBEDDINGS_FILE}: {embeddings.dtype} {embeddings.shape}, expected "
+            f"float32 ({len(catalog.row_of)}, {dim}) to match {ITEMS_FILE}"
+        )
+    if len(index) != len(catalog.row_of):
+        raise ModelLoadError(
+            f"{path / INDEX_DIR}: {len(index)} live items, {ITEMS_FILE} has {len(catalog.row_of)}"
+        )
+    profiles = None
+    if (path / PROFILES_FILE).is_file():
+        try:
+            profiles = Profiles.load(path / PROFILES_FILE)
+        except ProfileError as exc:
+            raise ModelLoadError(str(exc)) from exc
+    else:
+        log.warning("%s: no %s; requests need an explicit context", path, PROFILES_FILE)
+    return ModelFiles(path, manifest, config, vocabs, tower, index, catalog, embeddings, profiles)
+
+
+def _tower_probes(vocabs: Vocabularies, config: Config) -> list[dict[str, np.ndarray]]:
+    """Query features that exercise every input of the tower: empty, typical, a batch."""
+    now = int(time.time())
+    known = vocabs.items.values[:60]
+    contexts = [
+        RequestContext(request_time=now),
+        RequestContext(
+            watch_history=known,
+            watch_times=[now - 3600 * (len(known) - i) for i in range(len(known))],
+            searches=["probe query", *vocabs.tokens.values[:12]],
+            search_times=[now - 7200] + [now - 60 * (13 - i) for i in range(12)],
+            country=next(iter(vocabs.countries.values), None),
+            region=next(iter(vocabs.regions.values), None),
+            age=37,
+            gender=next(iter(vocabs.genders.values), None),
+            request_time=now,
+        ),
+        RequestContext(watch_history=known[:3], searches=["x"], age=19, request_time=now),
+    ]
+    probes = [encode_request(ctx, vocabs, config.features) for ctx in contexts]
+    batch = {name: np.concatenate([p[name] for p in probes]) for name in probes[0]}
+    return [*probes, batch]

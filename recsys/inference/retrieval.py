@@ -1,0 +1,142 @@
+"""Candidate retrieval for a query embedding: the index's top candidates, filtered and ranked.
+
+:class:`Retriever` owns the served index and the catalog rows it maps to. It asks the index
+for enough candidates that, after exclusions and a category filter, the scored set still
+holds the wanted number (doubling the request while it does not), and ranks the survivors
+by their logits ``q·v``. The logits are the index's own scores: its contract is exact dot
+products (ScaNN re-scores its candidates in float32; the model's load probe checks them).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+import numpy as np
+
+from recsys.index import Index, ScannIndex
+from recsys.inference.served_catalog import ServedCatalog, in_sorted
+
+log = logging.getLogger(__name__)
+
+
+class Retriever:
+    """Index search, exclusions, category filter and ranking over one catalog; thread-safe."""
+
+    def __init__(
+        self,
+        index: Index,
+        catalog: ServedCatalog,
+        embeddings: np.ndarray,
+        leaves_to_search: int | None = None,
+        reorder_k: int | None = None,
+    ) -> None:
+        """Retrieve from ``index`` (over ``catalog``'s videos, ``embeddings`` row-aligned).
+
+        ``leaves_to_search`` / ``reorder_k`` override a ScaNN index's saved search setting;
+        an exact index ignores them (with a warning).
+        """
+        self.index = index
+        self.catalog = catalog
+        self.embeddings = embeddings
+        # Index positions -> catalog rows, once: results then map with one gather, not a
+        # dict probe per id (the served index is never mutated, see Index.row_ids).
+        self._catalog_row_at = catalog.rows_or_missing(index.row_ids)
+        self._search_overrides: dict[str, int] = {}
+        if isinstance(index, ScannIndex):
+            if leaves_to_search is not None:
+                self._search_overrides["leaves_to_search"] = leaves_to_search
+            if reorder_k is not None:
+                self._search_overrides["reorder_k"] = reorder_k
+        elif leaves_to_search is not None or reorder_k is not None:
+            log.warning(
+                "leaves_to_search / reorder_k ignored: the %s index searches exactly", index.kind
+            )
+
+    @property
+    def num_items(self) -> int:
+        """Videos in the catalog."""
+        return len(self.catalog.row_of)
+
+    def candidates(
+        self, query: np.ndarray, wanted: int, excluded_rows: np.ndarray, category: str | None
+    ) -> tuple[np.ndarray, np.ndarray, float]:
+        """Candidate rows, their exact logits, and the seconds spent in the index.
+
+        Asks the index for ``wanted`` + |excluded| (``wanted`` / category share with a
+        category filter), doubling while the filters leave fewer than ``wanted``; a category
+        smaller than that is scanned exactly instead (every one of its videos is a candidate).
+        ``excluded_rows`` must be sorted.
+        """
+        num_items = self.num_items
+        fetch = wanted + len(excluded_rows)
+        in_category: np.ndarray | None = None
+        code = -1
+        if category is not None:
+            in_category = self.catalog.category_rows.get(category)
+            if in_category is None or len(in_category) == 0:
+                return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32), 0.0
+            code = self.catalog.category_names.index(category)
+            fetch = math.ceil(wanted * num_items / len(in_category)) + len(excluded_rows)
+            if len(in_category) <= fetch:
+                logits = np.take(self.embeddings, in_category, axis=0) @ query
+                return in_category, np.asarray(logits, dtype=np.float32), 0.0
+        spent = 0.0
+        fetch = min(fetch, num_items)
+        while True:
+            t = time.perf_counter()
+            rows, logits = self.search(query, fetch)
+            spent += time.perf_counter() - t
+            if fetch >= num_items:
+                return rows, logits, spent
+            if in_category is None and len(rows) >= wanted + len(excluded_rows):
+                return rows, logits, spent  # whatever the exclusions remove, `wanted` remain
+            eligible = ~in_sorted(rows, excluded_rows)
+            if in_category is not None:
+                eligible &= self.catalog.category_code[rows] == code
+            if int(eligible.sum()) >= wanted:
+                return rows, logits, spent
+            fetch = min(num_items, 2 * fetch)
+
+    def search(self, query: np.ndarray, fetch: int) -> tuple[np.ndarray, np.ndarray]:
+        """Catalog rows of the index's top ``fetch`` for ``query: [d]`` and their logits."""
+        positions, scores = self.index.search_rows(query, fetch, **self._search_overrides)
+        rows = self._catalog_row_at[positions]
+        if len(rows) and rows.min() < 0:
+            raise RuntimeError("the index returned ids not in the served catalog")
+        return rows, np.asarray(scores, dtype=np.float32)
+
+    def rank(
+        self,
+        rows: np.ndarray,
+        logits: np.ndarray,
+        excluded_rows: np.ndarray,
+        category: str | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Eligible candidates and their logits ``q·v``, best first (ties: catalog order)."""
+        keep: np.ndarray | None = None
+        if len(rows) and len(excluded_rows):
+            keep = ~in_sorted(rows, excluded_rows)
+        if category is not None and len(rows):
+            code = self.catalog.category_names.index(category)
+            in_category = self.catalog.category_code[rows] == code
+            keep = in_category if keep is None else keep & in_category
+        if keep is not None:
+            rows, logits = rows[keep], logits[keep]
+        steps = np.diff(logits)
+        if len(steps) and not (steps < 0).all():  # unsorted, or ties to put in catalog order
+            order = np.lexsort((rows, -logits))
+            rows, logits = rows[order], logits[order]
+        return rows, logits
+
+    def similar(self, row: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` catalog rows nearest to video ``row`` (itself left out) and their scores."""
+        vector = np.asarray(self.embeddings[row], dtype=np.float32)
+        rows, scores = self.search(vector, min(self.num_items, k + 1))
+        other = rows != row
+        rows, scores = self.rank(rows[other], scores[other], _NO_ROWS, None)
+        return rows[:k], scores[:k]
+
+
+_NO_ROWS = np.empty(0, dtype=np.int64)
