@@ -411,12 +411,47 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
-def sample_world(config: WorldConfig) -> SampledWorld:
-    """Draw the static world: users, channels, videos and their hidden parameters."""
-    n_topics, n_regions = config.topics, len(config.regions)
-    region_index = {r: i for i, r in enumerate(config.regions)}
+@dataclass(frozen=True)
+class _Topics:
+    """Topic popularity and the named categories topics are grouped into."""
 
-    # Topics: Zipf popularity in a random order; grouped into contiguous named categories.
+    logpop: np.ndarray  # [topics]
+    pop: np.ndarray  # [topics], sums to 1
+    category: np.ndarray  # [topics] -> category index
+    category_names: np.ndarray  # [categories]
+
+
+@dataclass(frozen=True)
+class _Users:
+    """Users' demographics, demographic cell, interests and activity."""
+
+    country: np.ndarray
+    region: np.ndarray
+    age: np.ndarray
+    gender: np.ndarray
+    group: np.ndarray
+    demographic_theta: np.ndarray
+    personal_topics: np.ndarray
+    personal_weights: np.ndarray
+    activity: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Videos:
+    """Channels and videos in public (upload) order."""
+
+    n_channels: int
+    channel_region: np.ndarray
+    channel: np.ndarray
+    topic: np.ndarray
+    quality: np.ndarray
+    duration: np.ndarray
+    upload_time: np.ndarray
+
+
+def _sample_topics(config: WorldConfig) -> _Topics:
+    """Topics: Zipf popularity in a random order; grouped into contiguous named categories."""
+    n_topics = config.topics
     rng = rng_for(config, 0, 0)
     topic_logpop = config.topic_popularity_zipf * -np.log(rng.permutation(n_topics) + 1.0)
     topic_pop = np.exp(topic_logpop) / np.exp(topic_logpop).sum()
@@ -429,8 +464,13 @@ def sample_world(config: WorldConfig) -> SampledWorld:
             for c in range(n_categories)
         ]
     )
+    return _Topics(topic_logpop, topic_pop, topic_category, category_names)
 
-    # Users: country (skewed), age, gender; demographic cell; interests; activity.
+
+def _sample_users(config: WorldConfig, topics: _Topics) -> _Users:
+    """Users: country (skewed), age, gender; demographic cell; interests; activity."""
+    n_topics, n_regions = config.topics, len(config.regions)
+    region_index = {r: i for i, r in enumerate(config.regions)}
     rng = rng_for(config, 0, 1)
     n_users = config.users
     shares = np.array([w for _, _, w in config.countries], dtype=np.float64)
@@ -443,33 +483,47 @@ def sample_world(config: WorldConfig) -> SampledWorld:
     n_ages, n_genders = len(AGE_BUCKETS), len(GENDERS)
     user_group = ((user_region * n_ages + age_bucket) * n_genders + gender).astype(np.int32)
     logits = (
-        topic_logpop[None, None, None, :]
+        topics.logpop[None, None, None, :]
         + config.region_affinity_scale * rng.normal(size=(n_regions, 1, 1, n_topics))
         + config.age_affinity_scale * _age_affinity(rng, n_ages, n_topics)[None, :, None, :]
         + config.gender_affinity_scale * rng.normal(size=(1, 1, n_genders, n_topics))
     ).reshape(n_regions * n_ages * n_genders, n_topics)
     demo = np.exp(logits - logits.max(axis=1, keepdims=True))
-    demographic_theta = demo / demo.sum(axis=1, keepdims=True)
     n_slots = config.personal_topics
-    personal_topics = rng.choice(n_topics, size=(n_users, n_slots), p=topic_pop).astype(np.int32)
+    personal_topics = rng.choice(n_topics, size=(n_users, n_slots), p=topics.pop).astype(np.int32)
     gam = rng.gamma(config.personal_alpha, size=(n_users, n_slots)) + 1e-12
-    personal_weights = gam / gam.sum(axis=1, keepdims=True)
-    user_activity = _lognormal_mean(rng, config.activity_mean, config.activity_sigma, n_users)
+    return _Users(
+        country=country,
+        region=user_region,
+        age=age,
+        gender=gender,
+        group=user_group,
+        demographic_theta=demo / demo.sum(axis=1, keepdims=True),
+        personal_topics=personal_topics,
+        personal_weights=gam / gam.sum(axis=1, keepdims=True),
+        activity=_lognormal_mean(rng, config.activity_mean, config.activity_sigma, n_users),
+    )
 
-    # Channels: heavy-tailed sizes, a home topic and a home region each.
+
+def _sample_videos(config: WorldConfig, topics: _Topics, user_region: np.ndarray) -> _Videos:
+    """Channels (heavy-tailed sizes, a home topic and region each), then their videos.
+
+    Videos get a topic (mostly the channel's), quality, duration and upload time, and are put
+    in upload order: public ids grow with time like a real platform's.
+    """
+    n_topics, n_regions = config.topics, len(config.regions)
     rng = rng_for(config, 0, 2)
     n_items = config.items
     n_channels = max(1, round(n_items / config.items_per_channel))
     region_share = np.bincount(user_region, minlength=n_regions) + 1.0
-    channel_topic = rng.choice(n_topics, size=n_channels, p=topic_pop)
+    channel_topic = rng.choice(n_topics, size=n_channels, p=topics.pop)
     channel_region = rng.choice(n_regions, size=n_channels, p=region_share / region_share.sum())
     size = np.exp(rng.normal(0, config.channel_size_sigma, size=n_channels))
     item_channel = rng.choice(n_channels, size=n_items, p=size / size.sum()).astype(np.int32)
 
-    # Videos: topic (mostly the channel's), quality, duration, upload time.
     on_home = rng.random(n_items) < config.channel_topic_share
     item_topic = np.where(
-        on_home, channel_topic[item_channel], rng.choice(n_topics, size=n_items, p=topic_pop)
+        on_home, channel_topic[item_channel], rng.choice(n_topics, size=n_items, p=topics.pop)
     )
     item_quality = np.exp(rng.normal(0, config.quality_sigma, size=n_items))
     duration = np.clip(
@@ -486,65 +540,96 @@ def sample_world(config: WorldConfig) -> SampledWorld:
         config.start_time - rng.integers(1, config.pre_window_days * DAY, size=n_items),
         config.start_time + rng.integers(0, config.days * DAY, size=n_items),
     ).astype(np.int64)
-    # Public order = upload order, so video ids grow with time like a real platform's.
     order = np.lexsort((rng.random(n_items), upload_time))
-    item_channel, item_topic = item_channel[order], item_topic[order].astype(np.int32)
-    item_quality, duration, upload_time = item_quality[order], duration[order], upload_time[order]
-    item_upload_day = (upload_time - config.start_time) // DAY
+    return _Videos(
+        n_channels=n_channels,
+        channel_region=channel_region,
+        channel=item_channel[order],
+        topic=item_topic[order].astype(np.int32),
+        quality=item_quality[order],
+        duration=duration[order],
+        upload_time=upload_time[order],
+    )
+
+
+def sample_world(config: WorldConfig) -> SampledWorld:
+    """Draw the static world: users, channels, videos and their hidden parameters."""
+    topics = _sample_topics(config)
+    users = _sample_users(config, topics)
+    videos = _sample_videos(config, topics, users.region)
 
     # Vocabulary: words_per_topic words per topic (ranked: Zipf use), then one per channel.
-    per_topic = config.words_per_topic
-    words = make_words(n_topics * per_topic + n_channels, rng_for(config, 0, 3))
-    vocabulary = np.array(words)
-    title_offsets, title_words = _titles(config, item_topic, item_channel, n_topics * per_topic)
-
-    content = _content_embeddings(config, topic_category, item_topic, item_channel, n_channels)
+    n_topic_words = config.topics * config.words_per_topic
+    vocabulary = np.array(make_words(n_topic_words + videos.n_channels, rng_for(config, 0, 3)))
+    title_offsets, title_words = _titles(config, videos.topic, videos.channel, n_topic_words)
+    content = _content_embeddings(
+        config, topics.category, videos.topic, videos.channel, videos.n_channels
+    )
 
     world = World(
         config=config,
-        item_topic=item_topic,
-        item_region=channel_region[item_channel].astype(np.int32),
-        item_quality=item_quality,
-        item_upload_day=item_upload_day,
-        item_channel=item_channel,
+        item_topic=videos.topic,
+        item_region=videos.channel_region[videos.channel].astype(np.int32),
+        item_quality=videos.quality,
+        item_upload_day=(videos.upload_time - config.start_time) // DAY,
+        item_channel=videos.channel,
         title_offsets=title_offsets,
         title_words=title_words,
         vocabulary=vocabulary,
-        topic_category=topic_category,
-        category_names=category_names,
-        user_region=user_region.astype(np.int32),
-        user_group=user_group,
-        user_activity=user_activity,
-        demographic_theta=demographic_theta,
-        personal_topics=personal_topics,
-        personal_weights=personal_weights,
+        topic_category=topics.category,
+        category_names=topics.category_names,
+        user_region=users.region.astype(np.int32),
+        user_group=users.group,
+        user_activity=users.activity,
+        demographic_theta=users.demographic_theta,
+        personal_topics=users.personal_topics,
+        personal_weights=users.personal_weights,
     )
+    user_table = _users_table(config, users)
+    item_table = _items_table(config, topics, videos, vocabulary, title_offsets, title_words)
+    return SampledWorld(world, user_table, item_table, content)
+
+
+def _users_table(config: WorldConfig, users: _Users) -> pd.DataFrame:
+    """The public ``users`` table."""
     codes = np.array([c for c, _, _ in config.countries])
-    users = pd.DataFrame(
+    return pd.DataFrame(
         {
-            "user_id": _arrow_series(_ids("u", n_users, 6)),
-            "country": _arrow_series(pa.array(codes[country])),
-            "region": _arrow_series(pa.array(np.array(config.regions)[user_region])),
-            "age": age,
-            "gender": _arrow_series(pa.array(np.array(GENDERS)[gender])),
+            "user_id": _arrow_series(_ids("u", len(users.age), 6)),
+            "country": _arrow_series(pa.array(codes[users.country])),
+            "region": _arrow_series(pa.array(np.array(config.regions)[users.region])),
+            "age": users.age,
+            "gender": _arrow_series(pa.array(np.array(GENDERS)[users.gender])),
         }
     )
+
+
+def _items_table(
+    config: WorldConfig,
+    topics: _Topics,
+    videos: _Videos,
+    vocabulary: np.ndarray,
+    title_offsets: np.ndarray,
+    title_words: np.ndarray,
+) -> pd.DataFrame:
+    """The public ``items`` table: ids, channel, category, title, upload time, duration."""
     title_list = pa.ListArray.from_arrays(
         pa.array(title_offsets.astype(np.int32)), pa.array(vocabulary).take(pa.array(title_words))
     )
-    items = pd.DataFrame(
+    return pd.DataFrame(
         {
-            "item_id": _arrow_series(_ids("v", n_items, 7)),
-            "channel": _arrow_series(_ids("c", n_channels, 5).take(pa.array(item_channel))),
+            "item_id": _arrow_series(_ids("v", config.items, 7)),
+            "channel": _arrow_series(
+                _ids("c", videos.n_channels, 5).take(pa.array(videos.channel))
+            ),
             "category": _arrow_series(
-                pa.array(category_names[topic_category[item_topic]]).cast(pa.string())
+                pa.array(topics.category_names[topics.category[videos.topic]]).cast(pa.string())
             ),
             "title": _arrow_series(pc.binary_join(title_list, " ")),
-            "upload_time": upload_time,
-            "duration": duration.astype(np.float32),
+            "upload_time": videos.upload_time,
+            "duration": videos.duration.astype(np.float32),
         }
     )
-    return SampledWorld(world, users, items, content)
 
 
 def _titles(
