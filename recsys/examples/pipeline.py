@@ -16,8 +16,9 @@ returns.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
@@ -321,49 +322,86 @@ def make_dataset(
         k: contract.get(k, tf.TensorSpec((None, *v.shape[1:]), tf.as_dtype(v.dtype)))
         for k, v in empty.items()
     }
-    epochs = itertools.count()  # a new shuffle order every time the dataset is iterated
     if in_memory is None:
         size = example_bytes(example_dir, kind, items, shard_index, num_shards)
         in_memory = size <= IN_MEMORY_MAX_BYTES
-    if not in_memory:
+    pass_order = _PassOrder(batch_size, shuffle, seed, drop_remainder)
+    if in_memory:
+        rows = load_examples(example_dir, kind, items, shard_index, num_shards)
+        return _in_memory_dataset(rows, signature, pass_order)
 
-        def blocks() -> Iterator[dict[str, np.ndarray]]:
-            # One Python call per shuffle buffer (thousands of rows), none per batch.
-            yield from _blocks(
-                example_dir,
-                kind,
-                items,
-                batch_size,
-                shuffle,
-                seed,
-                SHUFFLE_BUFFER_GROUPS,
-                drop_remainder,
-                shard_index,
-                num_shards,
-                next(epochs),
-            )
+    def blocks(epoch: int) -> Iterator[dict[str, np.ndarray]]:
+        # One Python call per shuffle buffer (thousands of rows), none per batch.
+        yield from _blocks(
+            example_dir,
+            kind,
+            items,
+            batch_size,
+            shuffle,
+            seed,
+            SHUFFLE_BUFFER_GROUPS,
+            drop_remainder,
+            shard_index,
+            num_shards,
+            epoch,
+        )
 
-        def sliced(block: dict[str, tf.Tensor]) -> tf.data.Dataset:
-            n = tf.shape(block[F.ITEM_INDEX], out_type=tf.int64)[0]
-            starts = tf.data.Dataset.range(0, n, batch_size)
-            return starts.map(lambda s: {k: v[s : s + batch_size] for k, v in block.items()})
+    return _streamed_dataset(blocks, signature, batch_size)
 
-        # prefetch(1): the next block is read while the current one's batches are consumed.
-        ds = tf.data.Dataset.from_generator(blocks, output_signature=signature).prefetch(1)
-        return ds.flat_map(sliced).prefetch(tf.data.AUTOTUNE)
 
-    rows = load_examples(example_dir, kind, items, shard_index, num_shards)
+@dataclasses.dataclass(frozen=True)
+class _PassOrder:
+    """How each pass over the examples is cut into batches."""
+
+    batch_size: int
+    shuffle: bool
+    seed: int
+    drop_remainder: bool
+
+
+def _streamed_dataset(
+    blocks: Callable[[int], Iterator[dict[str, np.ndarray]]],
+    signature: dict[str, tf.TensorSpec],
+    batch_size: int,
+) -> tf.data.Dataset:
+    """Shuffle buffers from ``blocks(epoch)`` sliced into batches inside ``tf.data``."""
+    import tensorflow as tf
+
+    epochs = itertools.count()  # a new shuffle order every time the dataset is iterated
+
+    def this_pass() -> Iterator[dict[str, np.ndarray]]:
+        yield from blocks(next(epochs))
+
+    def sliced(block: dict[str, tf.Tensor]) -> tf.data.Dataset:
+        n = tf.shape(block[F.ITEM_INDEX], out_type=tf.int64)[0]
+        starts = tf.data.Dataset.range(0, n, batch_size)
+        return starts.map(lambda s: {k: v[s : s + batch_size] for k, v in block.items()})
+
+    # prefetch(1): the next block is read while the current one's batches are consumed.
+    ds = tf.data.Dataset.from_generator(this_pass, output_signature=signature).prefetch(1)
+    return ds.flat_map(sliced).prefetch(tf.data.AUTOTUNE)
+
+
+def _in_memory_dataset(
+    rows: dict[str, np.ndarray], signature: dict[str, tf.TensorSpec], pass_order: _PassOrder
+) -> tf.data.Dataset:
+    """Rows held as constant tensors; one seeded permutation per pass, gathered per batch."""
+    import tensorflow as tf
+
+    epochs = itertools.count()  # a new shuffle order every time the dataset is iterated
     n = len(rows[F.ITEM_INDEX])
+    batch_size, seed = pass_order.batch_size, pass_order.seed
     # Column by column, so that a column's numpy copy is freed as its tensor is made.
     tables = {
         k: tf.constant(rows.pop(k).astype(spec.dtype.as_numpy_dtype, copy=False))
         for k, spec in signature.items()
     }
-    end = n - n % batch_size if drop_remainder else n
+    end = n - n % batch_size if pass_order.drop_remainder else n
 
     def order() -> Iterator[np.ndarray]:
         # One permutation per pass; the only Python in the pipeline (once per epoch).
         epoch = next(epochs)
+        shuffle = pass_order.shuffle
         yield np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
 
     def batches(perm: tf.Tensor) -> tf.data.Dataset:
