@@ -31,8 +31,11 @@ from typing import Any
 
 import numpy as np
 
-from recsys.index import ExactIndex, IndexConfig, ScannIndex, per_query_recall, tune_scann
-from recsys.index.base import Index
+from recsys.index.base import Index, IndexConfig
+from recsys.index.exact import ExactIndex
+from recsys.index.recall import per_query_recall
+from recsys.index.scann_index import ScannIndex
+from recsys.index.tuning import tune_scann
 
 logger = logging.getLogger("bench_index")
 

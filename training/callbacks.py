@@ -10,10 +10,11 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from recsys.evaluation.ranking import rank_by_day, recall_from_ranks
+from recsys.evaluation.ranking import rank_by_day
 from recsys.examples.building import LABEL_TIME
 from recsys.features import contract as F
 from recsys.features.tables import ItemTable
+from recsys.index.recall import recall_at_k
 from recsys.model.two_tower import embed_candidates, inference_fn
 
 log = logging.getLogger(__name__)
@@ -55,9 +56,9 @@ def catalog_recall(
     """Recall@K of exact search over the catalog as it stood at each query's time.
 
     Videos uploaded after a query are out of its ranking; the catalog is embedded at the
-    start of each query's day (see :mod:`recsys.evaluation.ranking`). ``embedded``: the queries'
-    tower
-    outputs when the caller has them already (:func:`query_embeddings`).
+    start of each query's day (see :mod:`recsys.evaluation.ranking`). Recall is
+    :func:`recsys.index.recall.recall_at_k`, as in offline evaluation. ``embedded``: the
+    queries' tower outputs when the caller has them already (:func:`query_embeddings`).
     """
     if len(queries) == 0:
         return {int(k): float("nan") for k in ks}
@@ -73,7 +74,7 @@ def catalog_recall(
         items.upload_time,
         max(int(k) for k in ks),
     )
-    return recall_from_ranks(ranked, queries.labels, tuple(int(k) for k in ks))
+    return {int(k): recall_at_k(ranked, queries.labels, int(k)) for k in ks}
 
 
 class RecallCallback(tf.keras.callbacks.Callback):

@@ -127,8 +127,8 @@ def export_artifact(
             + "\n"
         )
         if build_index:
-            from recsys.index import IndexConfig
-            from recsys.index import build_index as make_index
+            from recsys.index.base import IndexConfig
+            from recsys.index.registry import build_index as make_index
 
             index_config = IndexConfig(kind=index_kind).resolve(len(embeddings))
             ids = frame["item_id"].astype(str).tolist()
@@ -158,7 +158,7 @@ def _tune(
     The target is `recsys index tune`'s default (recall@100 >= 0.95 against exact search);
     `recsys index tune` re-tunes an exported version to another.
     """
-    from recsys.index import ScannIndex
+    from recsys.index.scann_index import ScannIndex
     from recsys.indexing.tuning import TUNE_K, TUNE_QUERIES, TUNE_TARGET_RECALL, tune_index
 
     if not isinstance(index, ScannIndex) or index.num_leaves is None:

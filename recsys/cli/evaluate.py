@@ -10,7 +10,7 @@ from recsys.cli.common import UsageError, ks_list, positive_int
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from recsys.evaluation import evaluate, headline
-    from recsys.index import IndexLoadError
+    from recsys.index.base import IndexLoadError
 
     try:
         result = evaluate(

@@ -17,7 +17,7 @@ def _print_index(version: Path) -> None:
 
 
 def _cmd_index_build(args: argparse.Namespace) -> int:
-    from recsys.index import IndexConfig
+    from recsys.index.base import IndexConfig
     from recsys.indexing.operations import build_artifact_index
 
     config = IndexConfig(

@@ -127,7 +127,7 @@ class ArtifactModel:
 
     def rank_served(self, query_embeddings: np.ndarray, k: int) -> tuple[np.ndarray, str] | None:
         """Top-``k`` rows ``[n, k]`` from the served index, and its kind; None without one."""
-        from recsys.index import load_index
+        from recsys.index.registry import load_index
 
         index_dir = self.version_dir / "index"
         if not (index_dir / "index.json").is_file():

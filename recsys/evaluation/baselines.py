@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from recsys.examples.building import LABEL_TIME, ExampleSet
 from recsys.features import contract as F
+from recsys.index.top_k import exact_top_k, top_k
 from recsys.logs import ProgressFn
 
 log = logging.getLogger(__name__)
@@ -116,14 +117,6 @@ def popularity_order(counts: np.ndarray) -> np.ndarray:
     """Catalog rows ``[N]`` by ``counts`` descending, ties to the lower row."""
     counts = np.asarray(counts)
     return np.lexsort((np.arange(len(counts)), -counts))
-
-
-def _top_k_distinct(keys: np.ndarray, k: int) -> np.ndarray:
-    """Top-``k`` columns of ``keys: [n, N]`` (no two keys of a row equal), largest first."""
-    k = min(k, keys.shape[1])
-    part = np.argpartition(-keys, k - 1, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(keys, part, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(part, order, axis=1)
 
 
 class MostPopular:
@@ -259,7 +252,7 @@ class CoWatch:
         for start in range(0, len(recent), block):
             s = self.scores(recent[start : start + block])
             # Distinct integer keys: co-watch score first, then popularity.
-            out.append(_top_k_distinct(s * self.num_items + self.tie[None, :], k))
+            out.append(top_k(s * self.num_items + self.tie[None, :], k)[0])
         if not out:
             return np.zeros((0, min(k, self.num_items)), dtype=np.int64)
         return np.concatenate(out)
@@ -388,8 +381,6 @@ class TFRSBasic:
 
     def rank(self, queries: Queries, k: int) -> np.ndarray:
         """Exact top-``k`` catalog rows ``[n, k]`` by user-item dot product."""
-        from recsys.index import exact_top_k
-
         assert self.item_embeddings is not None, "TFRSBasic.fit must run before ranking"
         rows, _ = exact_top_k(self.query_embeddings(queries), self.item_embeddings, k)
         return rows

@@ -54,7 +54,7 @@ def pca_2d(embeddings: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
 
 def nearest_neighbours(embeddings: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
     """Top-``k`` cosine neighbours ``[len(rows), k]`` of ``rows``, best first, self excluded."""
-    from recsys.index import exact_top_k
+    from recsys.index.top_k import exact_top_k
 
     unit = _unit(embeddings)
     rows = np.asarray(rows, dtype=np.int64)

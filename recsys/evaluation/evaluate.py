@@ -45,6 +45,7 @@ from recsys.evaluation.segments import (
 from recsys.examples.building import EXAMPLES_META, LABEL_TIME, VOCAB_FILE, ExampleSet, load_catalog
 from recsys.features import contract as F
 from recsys.features.vocab import Vocabularies
+from recsys.index.top_k import top_k
 from recsys.logs import Progress, step
 
 log = logging.getLogger(__name__)
@@ -150,15 +151,6 @@ def prepare_evaluation_examples(
 # ---------------------------------------------------------------- oracle
 
 
-def top_k_scores(scores: np.ndarray, k: int) -> np.ndarray:
-    """Top-``k`` columns ``[n, k]`` of ``scores: [n, N]``, largest first (ties: lower column)."""
-    k = min(k, scores.shape[1])
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    vals = np.take_along_axis(scores, part, axis=1)
-    order = np.lexsort((part, -vals), axis=1)
-    return np.take_along_axis(part, order, axis=1)
-
-
 def oracle_ranking(
     data: Path,
     queries: Mapping[str, np.ndarray],
@@ -203,7 +195,7 @@ def oracle_ranking(
     out = np.empty((len(rows_arr), min(k, world.num_items)), dtype=np.int64)
     for start in range(0, len(rows_arr), block):
         probs = oracle_probabilities(world, dataset, rows_arr[start : start + block])
-        out[start : start + block] = top_k_scores(probs, k)
+        out[start : start + block] = top_k(probs, k)[0]
         if progress:
             progress(min(start + block, len(rows_arr)), len(rows_arr))
     return out

@@ -4,7 +4,9 @@ Every function takes ``ranked: [n, k]`` integer catalog rows, best first (one ro
 no repeats within a row), and ``relevant``: ``[n]`` (one relevant item per query, the next
 watch) or ``[n, r]`` padded with ``-1`` (several distinct relevant items). Every query needs
 at least one relevant item. Per-query values come as ``[n]`` arrays so that segments can
-average them over any subset of queries; the scalar functions are their means.
+average them over any subset of queries; the scalar functions are their means. Recall@k and
+the hit matrix are :mod:`recsys.index.recall`'s, the one definition the index's tuning and
+the training job's validation recall use too.
 """
 
 from __future__ import annotations
@@ -13,49 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-PAD = -1  # padding in a [n, r] relevant matrix
-
-
-def relevant_matrix(relevant: np.ndarray | Sequence[int]) -> np.ndarray:
-    """``relevant: [n]`` or ``[n, r]`` -> int64 ``[n, r]`` padded with -1 (each row non-empty)."""
-    rel = np.asarray(relevant, dtype=np.int64)
-    if rel.ndim == 1:
-        rel = rel[:, None]
-    if rel.ndim != 2:
-        raise ValueError(f"relevant must be [n] or [n, r], got shape {rel.shape}")
-    if rel.shape[0] and not (rel != PAD).any(axis=1).all():
-        empty = np.flatnonzero(~(rel != PAD).any(axis=1))[:5].tolist()
-        raise ValueError(f"every query needs a relevant item; rows {empty} have none")
-    return rel
-
-
-def _check(ranked: np.ndarray, rel: np.ndarray, k: int | None = None) -> np.ndarray:
-    ranked = np.asarray(ranked, dtype=np.int64)
-    if ranked.ndim != 2:
-        raise ValueError(f"ranked must be [n, k], got shape {ranked.shape}")
-    if ranked.shape[0] != rel.shape[0]:
-        raise ValueError(f"ranked has {ranked.shape[0]} queries but relevant has {rel.shape[0]}")
-    if k is not None and k <= 0:
-        raise ValueError(f"k must be positive, got {k}")
-    return ranked
-
-
-def hits(ranked: np.ndarray, relevant: np.ndarray | Sequence[int]) -> np.ndarray:
-    """``[n, k]`` bool: whether ``ranked[i, j]`` is one of query i's relevant items."""
-    rel = relevant_matrix(relevant)
-    ranked = _check(ranked, rel)
-    # [n, k, r] comparisons, done in query blocks to bound memory.
-    out = np.zeros(ranked.shape, dtype=bool)
-    block = max(1, (1 << 24) // max(1, ranked.shape[1] * rel.shape[1]))
-    for start in range(0, ranked.shape[0], block):
-        r = ranked[start : start + block, :, None]
-        t = rel[start : start + block, None, :]
-        out[start : start + block] = ((r == t) & (t != PAD)).any(axis=2)
-    return out
-
-
-def _num_relevant(rel: np.ndarray) -> np.ndarray:
-    return (rel != PAD).sum(axis=1)
+from recsys.index.recall import hits, num_relevant, recall_from_hits, relevant_matrix
 
 
 def _discounts(k: int) -> np.ndarray:
@@ -73,19 +33,18 @@ def per_query_metrics(
     truncated: a relevant item beyond the list is a miss.
     """
     rel = relevant_matrix(relevant)
-    ranked = _check(ranked, rel)
-    hit = hits(ranked, rel).astype(np.float64)  # [n, L]
-    n_rel = _num_relevant(rel).astype(np.float64)  # [n]
+    hit_mask = hits(ranked, rel)  # [n, L]
+    hit = hit_mask.astype(np.float64)
+    n_rel = num_relevant(rel).astype(np.float64)  # [n]
     length = hit.shape[1]
     out: dict[str, np.ndarray] = {}
     found = np.cumsum(hit, axis=1)  # [n, L]: relevant items within the first j+1
     for k in ks:
-        if k <= 0:
-            raise ValueError(f"k must be positive, got {k}")
+        # Recall is the shared definition (it also checks k); the rest build on the same hits.
+        out[f"recall@{k}"] = recall_from_hits(hit_mask, rel, k)
         kk = min(int(k), length)
         head = hit[:, :kk]
         in_top = found[:, kk - 1] if kk else np.zeros(len(rel))
-        out[f"recall@{k}"] = in_top / n_rel
         out[f"hit_rate@{k}"] = (in_top > 0).astype(np.float64)
         disc = _discounts(int(k))
         dcg = head @ disc[:kk]
@@ -97,11 +56,6 @@ def per_query_metrics(
     first = np.where(hit.any(axis=1), hit.argmax(axis=1) + 1, 0)
     out["mrr"] = np.where(first > 0, 1.0 / np.maximum(first, 1), 0.0)
     return out
-
-
-def recall_at_k(ranked: np.ndarray, relevant: np.ndarray | Sequence[int], k: int) -> float:
-    """Mean over queries of (relevant items in the top k) / (relevant items)."""
-    return float(per_query_metrics(ranked, relevant, [k])[f"recall@{k}"].mean())
 
 
 def hit_rate_at_k(ranked: np.ndarray, relevant: np.ndarray | Sequence[int], k: int) -> float:

@@ -13,6 +13,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from recsys.index.top_k import top_k
+
 SECONDS_PER_DAY = 86_400
 # Scores are computed for this many (query, video) pairs at a time: bounded memory at 1M videos.
 _BLOCK_PAIRS = 1 << 24
@@ -38,15 +40,10 @@ def top_k_available(
     out = np.full((len(queries), k), -1, dtype=np.int64)
     step = max(1, _BLOCK_PAIRS // max(n, 1))
     for start in range(0, len(queries), step):
-        q = queries[start : start + step]
-        scores = q @ candidates.T  # [b, N]
+        scores = queries[start : start + step] @ candidates.T  # [b, N]
         unavailable = upload_time[None, :] > query_times[start : start + step, None]
         scores[unavailable] = -np.inf
-        part = np.argpartition(-scores, k_eff - 1, axis=1)[:, :k_eff]
-        part_scores = np.take_along_axis(scores, part, axis=1)
-        order = np.lexsort((part, -part_scores), axis=1)
-        best = np.take_along_axis(part, order, axis=1)
-        best_scores = np.take_along_axis(part_scores, order, axis=1)
+        best, best_scores = top_k(scores, k_eff)
         best[~np.isfinite(best_scores)] = -1
         out[start : start + step, :k_eff] = best
     return out
@@ -76,16 +73,3 @@ def rank_by_day(
             query_embeddings[rows], np.full(len(rows), start), candidates, upload_time, k
         )
     return out
-
-
-def recall_from_ranks(
-    ranked: np.ndarray, labels: np.ndarray, ks: tuple[int, ...]
-) -> dict[int, float]:
-    """Share of queries whose label row is among the first K ranked rows, for each K."""
-    if len(labels) == 0:
-        return {int(k): float("nan") for k in ks}
-    hit_at = np.full(len(labels), np.inf)
-    match = ranked == np.asarray(labels)[:, None]
-    found = match.any(axis=1)
-    hit_at[found] = match[found].argmax(axis=1)
-    return {int(k): float(np.mean(hit_at < k)) for k in ks}

@@ -1,18 +1,19 @@
-"""The candidate index interface: config, search result, errors, and build/load by kind."""
+"""The candidate index interface: build config, search result, load errors, the `Index` ABC.
+
+Building or loading an index by kind is `recsys.index.registry`'s: it imports the
+implementations, which import this module, so the arrows point one way.
+"""
 
 from __future__ import annotations
 
 import abc
 import dataclasses
-import logging
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal, NamedTuple, Self
 
 import numpy as np
-
-logger = logging.getLogger(__name__)
 
 IndexKind = Literal["exact", "scann", "auto"]
 ScoringKind = Literal["ah", "brute_force"]
@@ -237,28 +238,3 @@ class Index(abc.ABC):
     @abc.abstractmethod
     def load(cls, directory: str | Path, *, expected_dim: int | None = None) -> Self:
         """Read an index written by `save`; raise IndexLoadError when anything is wrong."""
-
-
-def build_index(ids: IdsLike, embeddings: np.ndarray, config: IndexConfig | None = None) -> Index:
-    """Build the kind `config` asks for ("auto": by corpus size) over `embeddings: [n, dim]`."""
-    from recsys.index.exact import ExactIndex
-    from recsys.index.scann_index import ScannIndex
-
-    config = config or IndexConfig()
-    num_items = np.shape(embeddings)[0] if np.ndim(embeddings) >= 1 else 0
-    kind = config.resolve(num_items).kind if num_items > 0 else config.kind
-    logger.info("building a %s index over %d items", kind, num_items)
-    if kind == "scann":
-        return ScannIndex.build(ids, embeddings, config)
-    return ExactIndex.build(ids, embeddings, config)
-
-
-def load_index(directory: str | Path, *, expected_dim: int | None = None) -> Index:
-    """Load an index of whatever kind its own `index.json` names."""
-    from recsys.index._storage import read_kind
-    from recsys.index.exact import ExactIndex
-    from recsys.index.scann_index import ScannIndex
-
-    kind = read_kind(directory)
-    classes: dict[str, type[Index]] = {"exact": ExactIndex, "scann": ScannIndex}
-    return classes[kind].load(directory, expected_dim=expected_dim)

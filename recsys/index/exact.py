@@ -26,88 +26,9 @@ from recsys.index._validation import (
     listed,
 )
 from recsys.index.base import IdsLike, Index, IndexConfig, SearchResult
+from recsys.index.top_k import exact_top_k
 
 logger = logging.getLogger(__name__)
-
-# Scores held at once: queries x rows of one block. 4M float32 = 16 MB whatever the corpus size.
-_SCORE_BLOCK_ELEMENTS = 1 << 22
-_MAX_QUERY_CHUNK = 256
-# Every 16th score estimates a threshold that about 2k + 128 scores pass; selecting among
-# those is ~10x cheaper than argpartition over the whole block.
-_SAMPLE_STRIDE = 16
-_SAMPLE_SLACK = 8
-
-
-def _block_top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Columns of the top `k` of each row of `scores: [m, b]`, ties to the lower column; [m, k]."""
-    num_rows, num_cols = scores.shape
-    if num_cols <= k:
-        return np.broadcast_to(np.arange(num_cols), (num_rows, num_cols))
-    if num_cols >= 2 * _SAMPLE_STRIDE * k:
-        columns = _sampled_top_k(scores, k)
-        if columns is not None:
-            return columns
-    columns = np.argpartition(scores, num_cols - k, axis=1)[:, num_cols - k :]
-    threshold = np.take_along_axis(scores, columns, axis=1).min(axis=1)
-    # argpartition picks arbitrarily among scores tied with the k-th; redo those rows so
-    # that the lowest columns win and results never depend on the partition algorithm.
-    tied = np.count_nonzero(scores >= threshold[:, None], axis=1) > k
-    for row in np.flatnonzero(tied):
-        candidates = np.flatnonzero(scores[row] >= threshold[row])
-        order = np.lexsort((candidates, -scores[row, candidates]))[:k]
-        columns[row] = candidates[order]
-    return columns
-
-
-def _sampled_top_k(scores: np.ndarray, k: int) -> np.ndarray | None:
-    """Like `_block_top_k` via a threshold from a strided sample; None if too few pass it."""
-    sample = scores[:, ::_SAMPLE_STRIDE]
-    rank = min(sample.shape[1], 2 * k // _SAMPLE_STRIDE + _SAMPLE_SLACK)
-    threshold = np.partition(sample, sample.shape[1] - rank, axis=1)[:, sample.shape[1] - rank]
-    passed = scores >= threshold[:, None]
-    counts = np.count_nonzero(passed, axis=1)
-    # With k or more scores at or above the threshold, the top k (ties included) all pass.
-    if counts.min() < k:
-        return None
-    rows, columns = np.nonzero(passed)
-    order = np.lexsort((columns, -scores[rows, columns], rows))
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    return columns[order][starts[:, None] + np.arange(k)]
-
-
-def exact_top_k(
-    queries: np.ndarray, embeddings: np.ndarray, k: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-k rows by dot product: `queries: [m, dim]`, `embeddings: [n, dim]` -> rows, scores.
-
-    Both outputs are `[m, min(k, n)]`, best first; equal scores go to the lower row.
-    Memory stays bounded: scores are computed for blocks of rows, not the whole [m, n].
-    """
-    num_queries, num_rows = queries.shape[0], embeddings.shape[0]
-    k = min(k, num_rows)
-    rows_out = np.empty((num_queries, k), dtype=np.int64)
-    scores_out = np.empty((num_queries, k), dtype=np.float32)
-    if k == 0 or num_queries == 0:
-        return rows_out, scores_out
-    query_chunk = min(num_queries, _MAX_QUERY_CHUNK)
-    block_rows = max(k, _SCORE_BLOCK_ELEMENTS // query_chunk)
-    for q_start in range(0, num_queries, query_chunk):
-        chunk = queries[q_start : q_start + query_chunk]
-        best_rows = np.empty((chunk.shape[0], 0), dtype=np.int64)
-        best_scores = np.empty((chunk.shape[0], 0), dtype=np.float32)
-        for start in range(0, num_rows, block_rows):
-            block_scores = chunk @ embeddings[start : start + block_rows].T
-            columns = _block_top_k(block_scores, k)
-            all_rows = np.concatenate([best_rows, columns + start], axis=1)
-            all_scores = np.concatenate(
-                [best_scores, np.take_along_axis(block_scores, columns, axis=1)], axis=1
-            )
-            order = np.lexsort((all_rows, -all_scores), axis=-1)[:, :k]
-            best_rows = np.take_along_axis(all_rows, order, axis=1)
-            best_scores = np.take_along_axis(all_scores, order, axis=1)
-        rows_out[q_start : q_start + chunk.shape[0]] = best_rows
-        scores_out[q_start : q_start + chunk.shape[0]] = best_scores
-    return rows_out, scores_out
 
 
 class ExactIndex(Index):

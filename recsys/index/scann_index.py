@@ -39,7 +39,8 @@ from recsys.index._validation import (
     listed,
 )
 from recsys.index.base import IdsLike, Index, IndexConfig, IndexLoadError, SearchResult
-from recsys.index.exact import ExactIndex, exact_top_k
+from recsys.index.exact import ExactIndex
+from recsys.index.top_k import exact_top_k
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Recall@k, and a sweep that picks ScaNN's fastest search parameters meeting a recall target."""
+"""A sweep that picks ScaNN's fastest search parameters meeting a recall@k target."""
 
 from __future__ import annotations
 
@@ -6,16 +6,14 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from recsys.index._validation import check_k, check_positive_int, check_queries
 from recsys.index.base import Index
-
-if TYPE_CHECKING:
-    from recsys.index.scann_index import ScannIndex
+from recsys.index.recall import per_query_recall
+from recsys.index.scann_index import ScannIndex
 
 logger = logging.getLogger(__name__)
 
@@ -46,31 +44,6 @@ class TuneResult:
     latency_p50_ms: float
     met_target: bool
     trials: tuple[TuneTrial, ...]
-
-
-def recall_at_k(approx_ids: np.ndarray, exact_ids: np.ndarray) -> float:
-    """Mean share of the exact top-k found: `approx_ids: [n, k']`, `exact_ids: [n, k]` (or 1-D)."""
-    return float(per_query_recall(approx_ids, exact_ids).mean())
-
-
-def per_query_recall(approx_ids: np.ndarray, exact_ids: np.ndarray) -> np.ndarray:
-    """Share of each query's exact top-k found: `[n]` from `[n, k']` and `[n, k]` ids."""
-    approx = np.asarray(approx_ids)
-    exact = np.asarray(exact_ids)
-    if approx.ndim == 1 and exact.ndim == 1:
-        approx, exact = approx[None, :], exact[None, :]
-    if approx.ndim != 2 or exact.ndim != 2 or approx.shape[0] != exact.shape[0]:
-        raise ValueError(
-            "approx_ids and exact_ids must be [num_queries, k] with the same number of "
-            f"queries: got shapes {approx.shape} and {exact.shape}"
-        )
-    if exact.size == 0:
-        raise ValueError(f"exact_ids is empty (shape {exact.shape}): nothing to recall")
-    hits = [
-        len(set(found) & set(wanted))
-        for found, wanted in zip(approx.tolist(), exact.tolist(), strict=True)
-    ]
-    return np.asarray(hits, dtype=np.float64) / exact.shape[1]
 
 
 def _default_leaves(num_leaves: int) -> list[int]:
@@ -119,90 +92,34 @@ def tune_scann(
     for the cheapest setting meeting the target at each reorder depth, since the others are
     slower by construction.
     """
-    if index.num_leaves is None:
-        raise ValueError(
-            "index: tune_scann needs a tree index (scoring='ah' and a non-empty main index)"
-        )
-    if not isinstance(target_recall, int | float) or not 0.0 < target_recall <= 1.0:
-        raise ValueError(f"target_recall must be in (0, 1]: got {target_recall!r}")
-    queries = check_queries(queries, index.dim)
-    k = check_k(k)
-    latency_queries = check_positive_int(latency_queries, "latency_queries") or 1
-    if not isinstance(stderr_margin, int | float) or not 0.0 <= stderr_margin < math.inf:
-        raise ValueError(f"stderr_margin must be a finite number >= 0: got {stderr_margin!r}")
-    if queries.shape[0] == 0:
-        raise ValueError("queries is empty: pass held-out queries to measure recall on")
-    if isinstance(exact, Index):
-        exact_ids = exact.search_batch(queries, k).ids
-    else:
-        exact_ids = np.asarray(exact)
-        expected_shape = (queries.shape[0], min(k, len(index)))
-        if exact_ids.shape != expected_shape:
-            raise ValueError(
-                f"exact must be top-k ids of shape {list(expected_shape)}: "
-                f"got {list(exact_ids.shape)}"
-            )
-    leaves_list = sorted(set(leaves_candidates or _default_leaves(index.num_leaves)))
-    reorder_list = sorted(set(reorder_candidates or [m * k for m in _REORDER_MULTIPLES]))
-    for value in (*leaves_list, *reorder_list):
-        check_positive_int(value, "leaves_candidates and reorder_candidates")
+    queries, k, latency_queries = _check_arguments(
+        index, queries, k, target_recall, latency_queries, stderr_margin
+    )
+    exact_ids = _exact_ids(index, queries, k, exact)
+    leaves_list, reorder_list = _candidate_settings(index, k, leaves_candidates, reorder_candidates)
     timed_queries = queries[:latency_queries]
-
-    trials: list[TuneTrial] = []
-    # (leaves, reorder) meeting the target with fewer leaves at a smaller depth dominates any
-    # setting with as many leaves at a larger depth: those are skipped.
-    leaves_cap = math.inf
-    for reorder in reorder_list:
-        for leaves in (value for value in leaves_list if value < leaves_cap):
-            found = index.search_batch(queries, k, leaves_to_search=leaves, reorder_k=reorder)
-            recalls = per_query_recall(found.ids, exact_ids)
-            recall = float(recalls.mean())
-            stderr = (
-                float(recalls.std(ddof=1) / math.sqrt(len(recalls))) if len(recalls) > 1 else 0.0
-            )
-            latency = None
-            if recall - stderr_margin * stderr >= target_recall:
-                latency = _median_latency_ms(index, timed_queries, k, leaves, reorder)
-                leaves_cap = leaves
-            trials.append(TuneTrial(leaves, reorder, recall, stderr, latency))
-            logger.debug(
-                "leaves %d reorder %d: recall %.4f +- %.4f", leaves, reorder, recall, stderr
-            )
-            if latency is not None:
-                break
-
-    timed = [trial for trial in trials if trial.latency_p50_ms is not None]
-    met_target = bool(timed)
-    if met_target:
-        best = min(timed, key=lambda trial: (trial.latency_p50_ms, -trial.recall))
-    else:
-        most = max(trials, key=lambda trial: trial.recall)
-        best = dataclasses.replace(
-            most,
-            latency_p50_ms=_median_latency_ms(
-                index, timed_queries, k, most.leaves_to_search, most.reorder_k
-            ),
-        )
+    trials = _sweep(
+        index,
+        queries,
+        k,
+        exact_ids,
+        leaves_list,
+        reorder_list,
+        lambda recall, stderr: recall - stderr_margin * stderr >= target_recall,
+        timed_queries,
+    )
+    result = _choose(index, trials, timed_queries, k)
+    if not result.met_target:
         logger.warning(
             "no setting reached recall@%d %.3f (less %.1f standard errors); best was %.4f "
             "(leaves %d, reorder %d)",
             k,
             target_recall,
             stderr_margin,
-            most.recall,
-            most.leaves_to_search,
-            most.reorder_k,
+            result.recall,
+            result.leaves_to_search,
+            result.reorder_k,
         )
-    assert best.latency_p50_ms is not None
-    result = TuneResult(
-        leaves_to_search=best.leaves_to_search,
-        reorder_k=best.reorder_k,
-        recall=best.recall,
-        recall_stderr=best.recall_stderr,
-        latency_p50_ms=best.latency_p50_ms,
-        met_target=met_target,
-        trials=tuple(trials),
-    )
     if apply:
         index.set_search_defaults(
             leaves_to_search=result.leaves_to_search, reorder_k=result.reorder_k
@@ -217,3 +134,122 @@ def tune_scann(
         result.met_target,
     )
     return result
+
+
+def _check_arguments(
+    index: ScannIndex,
+    queries: np.ndarray,
+    k: int,
+    target_recall: float,
+    latency_queries: int,
+    stderr_margin: float,
+) -> tuple[np.ndarray, int, int]:
+    """Validate `tune_scann`'s arguments; return the checked queries, k and latency_queries."""
+    if index.num_leaves is None:
+        raise ValueError(
+            "index: tune_scann needs a tree index (scoring='ah' and a non-empty main index)"
+        )
+    if not isinstance(target_recall, int | float) or not 0.0 < target_recall <= 1.0:
+        raise ValueError(f"target_recall must be in (0, 1]: got {target_recall!r}")
+    queries = check_queries(queries, index.dim)
+    k = check_k(k)
+    latency_queries = check_positive_int(latency_queries, "latency_queries") or 1
+    if not isinstance(stderr_margin, int | float) or not 0.0 <= stderr_margin < math.inf:
+        raise ValueError(f"stderr_margin must be a finite number >= 0: got {stderr_margin!r}")
+    if queries.shape[0] == 0:
+        raise ValueError("queries is empty: pass held-out queries to measure recall on")
+    return queries, k, latency_queries
+
+
+def _exact_ids(
+    index: ScannIndex, queries: np.ndarray, k: int, exact: Index | np.ndarray
+) -> np.ndarray:
+    """The exact top-k ids `[n, min(k, len)]` for `queries`: searched, or checked as given."""
+    if isinstance(exact, Index):
+        return exact.search_batch(queries, k).ids
+    exact_ids = np.asarray(exact)
+    expected_shape = (queries.shape[0], min(k, len(index)))
+    if exact_ids.shape != expected_shape:
+        raise ValueError(
+            f"exact must be top-k ids of shape {list(expected_shape)}: got {list(exact_ids.shape)}"
+        )
+    return exact_ids
+
+
+def _candidate_settings(
+    index: ScannIndex,
+    k: int,
+    leaves_candidates: Sequence[int] | None,
+    reorder_candidates: Sequence[int] | None,
+) -> tuple[list[int], list[int]]:
+    """The leaves_to_search and reorder_k values to try, ascending (defaults from the tree)."""
+    assert index.num_leaves is not None  # _check_arguments refused a tree-less index
+    leaves_list = sorted(set(leaves_candidates or _default_leaves(index.num_leaves)))
+    reorder_list = sorted(set(reorder_candidates or [m * k for m in _REORDER_MULTIPLES]))
+    for value in (*leaves_list, *reorder_list):
+        check_positive_int(value, "leaves_candidates and reorder_candidates")
+    return leaves_list, reorder_list
+
+
+def _sweep(
+    index: ScannIndex,
+    queries: np.ndarray,
+    k: int,
+    exact_ids: np.ndarray,
+    leaves_list: list[int],
+    reorder_list: list[int],
+    meets_target: Callable[[float, float], bool],
+    timed_queries: np.ndarray,
+) -> list[TuneTrial]:
+    """Recall of each setting worth trying; latency of those meeting the target."""
+    trials: list[TuneTrial] = []
+    # (leaves, reorder) meeting the target with fewer leaves at a smaller depth dominates any
+    # setting with as many leaves at a larger depth: those are skipped.
+    leaves_cap = math.inf
+    for reorder in reorder_list:
+        for leaves in (value for value in leaves_list if value < leaves_cap):
+            found = index.search_batch(queries, k, leaves_to_search=leaves, reorder_k=reorder)
+            recalls = per_query_recall(found.ids, exact_ids)
+            recall = float(recalls.mean())
+            stderr = (
+                float(recalls.std(ddof=1) / math.sqrt(len(recalls))) if len(recalls) > 1 else 0.0
+            )
+            latency = None
+            if meets_target(recall, stderr):
+                latency = _median_latency_ms(index, timed_queries, k, leaves, reorder)
+                leaves_cap = leaves
+            trials.append(TuneTrial(leaves, reorder, recall, stderr, latency))
+            logger.debug(
+                "leaves %d reorder %d: recall %.4f +- %.4f", leaves, reorder, recall, stderr
+            )
+            if latency is not None:
+                break
+    return trials
+
+
+def _choose(
+    index: ScannIndex, trials: list[TuneTrial], timed_queries: np.ndarray, k: int
+) -> TuneResult:
+    """The fastest trial meeting the target, or (timed now) the one with the best recall."""
+    timed = [trial for trial in trials if trial.latency_p50_ms is not None]
+    met_target = bool(timed)
+    if met_target:
+        best = min(timed, key=lambda trial: (trial.latency_p50_ms, -trial.recall))
+    else:
+        most = max(trials, key=lambda trial: trial.recall)
+        best = dataclasses.replace(
+            most,
+            latency_p50_ms=_median_latency_ms(
+                index, timed_queries, k, most.leaves_to_search, most.reorder_k
+            ),
+        )
+    assert best.latency_p50_ms is not None
+    return TuneResult(
+        leaves_to_search=best.leaves_to_search,
+        reorder_k=best.reorder_k,
+        recall=best.recall,
+        recall_stderr=best.recall_stderr,
+        latency_p50_ms=best.latency_p50_ms,
+        met_target=met_target,
+        trials=tuple(trials),
+    )

@@ -31,7 +31,9 @@ from recsys.artifact.versions import (
     verify_artifact,
     write_version,
 )
-from recsys.index import Index, IndexLoadError, ScannIndex, load_index
+from recsys.index.base import Index, IndexLoadError
+from recsys.index.registry import load_index
+from recsys.index.scann_index import ScannIndex
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from recsys.index import IndexConfig, ScannIndex, build_index
+from recsys.index.base import IndexConfig
+from recsys.index.registry import build_index
+from recsys.index.scann_index import ScannIndex
 from recsys.indexing.derived_versions import (
     CANDIDATE_MODEL_DIR,
     INDEX_DIR,

@@ -17,7 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from recsys.index import ExactIndex, Index, ScannIndex, TuneResult, tune_scann
+from recsys.index.base import Index
+from recsys.index.exact import ExactIndex
+from recsys.index.scann_index import ScannIndex
+from recsys.index.tuning import TuneResult, tune_scann
 from recsys.indexing.derived_versions import (
     ArtifactIndexError,
     derive_version,

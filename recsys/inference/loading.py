@@ -22,7 +22,8 @@ from recsys.artifact.versions import ArtifactError, Manifest, read_manifest, ver
 from recsys.config import Config
 from recsys.features.context import RequestContext, encode_request
 from recsys.features.vocab import Vocabularies
-from recsys.index import Index, IndexLoadError, load_index
+from recsys.index.base import Index, IndexLoadError
+from recsys.index.registry import load_index
 from recsys.inference.query_tower import TFLITE_FILE, QueryTower, TowerLoadError, load_query_tower
 from recsys.inference.request import ModelLoadError, RecommenderOptions
 from recsys.inference.served_catalog import CatalogLoadError, ServedCatalog, read_served_catalog

@@ -34,7 +34,7 @@ from recsys.artifact.versions import Manifest
 from recsys.config import Config
 from recsys.features.context import RequestContext, encode_request
 from recsys.features.vocab import Vocabularies
-from recsys.index import Index
+from recsys.index.base import Index
 from recsys.inference.loading import EMBEDDINGS_FILE, read_model_files
 from recsys.inference.profile_features import EncodedProfiles
 from recsys.inference.query_tower import QueryTower, QueryTowerBatcher

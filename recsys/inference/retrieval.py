@@ -15,7 +15,8 @@ import time
 
 import numpy as np
 
-from recsys.index import Index, ScannIndex
+from recsys.index.base import Index
+from recsys.index.scann_index import ScannIndex
 from recsys.inference.served_catalog import ServedCatalog, in_sorted
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""The two-tower retrieval model: towers, in-batch softmax with logQ correction, recall@K.
+"""The two-tower retrieval model: towers, in-batch softmax with logQ correction, embedding.
 
 The loss is TFRS's :class:`~tensorflow_recommenders.tasks.Retrieval`: every query's softmax
 runs over the batch's candidates (plus, optionally, uniform samples from the corpus: mixed
@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import weakref
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -354,75 +354,3 @@ def embed_candidates(
         batch = {name: values[start : start + batch_size] for name, values in candidates.items()}
         chunks.append(embed(batch).numpy())
     return np.concatenate(chunks, axis=0)
-
-
-@tf.function(reduce_retracing=True)
-def _top_k_rows(queries: tf.Tensor, candidates: tf.Tensor, k: int, block_size: int) -> tf.Tensor:
-    """Exact top-``k`` rows ``[Q, k]`` for ``queries: [Q, d]`` among ``candidates: [N, d]``.
-
-    Scores one block of candidates at a time (memory ``Q x block_size``), merging each block's
-    top-k with the running top-k.
-    """
-    num_candidates = tf.shape(candidates)[0]
-    num_queries = tf.shape(queries)[0]
-    best_scores = tf.fill([num_queries, 0], tf.constant(-np.inf, tf.float32))
-    best_rows = tf.zeros([num_queries, 0], tf.int32)
-    for start in tf.range(0, num_candidates, block_size):
-        tf.autograph.experimental.set_loop_options(
-            shape_invariants=[
-                (best_scores, tf.TensorShape([None, None])),
-                (best_rows, tf.TensorShape([None, None])),
-            ]
-        )
-        block = candidates[start : start + block_size]
-        scores = tf.matmul(queries, block, transpose_b=True)  # [Q, b]
-        scores, rows = tf.math.top_k(scores, k=tf.minimum(k, tf.shape(block)[0]))
-        merged_scores = tf.concat([best_scores, scores], axis=1)
-        merged_rows = tf.concat([best_rows, rows + start], axis=1)
-        best_scores, keep = tf.math.top_k(
-            merged_scores, k=tf.minimum(k, tf.shape(merged_scores)[1])
-        )
-        best_rows = tf.gather(merged_rows, keep, batch_dims=1)
-    return best_rows
-
-
-def recall_at_k(
-    query_model: tf.keras.Model,
-    candidate_embeddings: np.ndarray | tf.Tensor,
-    queries_dataset: Iterable[Features],
-    label_indices: np.ndarray | Sequence[int],
-    ks: Sequence[int],
-    block_size: int = 65_536,
-) -> dict[int, float]:
-    """Fraction of queries whose label is among the exact top-K candidates, for each K.
-
-    ``candidate_embeddings: [N, d]``; ``queries_dataset`` yields batches of query features
-    (a ``tf.data.Dataset`` or any iterable of dicts), in the order of ``label_indices: [Q]``,
-    the row of each query's label in ``candidate_embeddings``. Ties go to the lower row.
-    """
-    if not ks or any(int(k) <= 0 for k in ks):
-        raise ValueError(f"ks must be positive integers, got {list(ks)}")
-    candidates = tf.convert_to_tensor(candidate_embeddings, tf.float32)
-    labels = np.asarray(label_indices, dtype=np.int64)
-    num_candidates = int(candidates.shape[0])
-    k_max = min(max(int(k) for k in ks), num_candidates)
-    hits = dict.fromkeys((int(k) for k in ks), 0)
-    embed = tf.function(lambda batch: query_model(batch, training=False), reduce_retracing=True)
-    seen = 0
-    for batch in queries_dataset:
-        queries = tf.cast(embed(batch), tf.float32)
-        rows = _top_k_rows(queries, candidates, k_max, block_size).numpy()
-        truth = labels[seen : seen + len(rows)]
-        if len(truth) != len(rows):
-            raise ValueError(f"queries_dataset has more queries than label_indices ({len(labels)})")
-        found = rows == truth[:, None]  # [b, k_max]; at most one True per row
-        for k in hits:
-            hits[k] += int(found[:, :k].any(axis=1).sum())
-        seen += len(rows)
-    if seen != len(labels):
-        raise ValueError(
-            f"queries_dataset yielded {seen} queries but label_indices has {len(labels)}"
-        )
-    if seen == 0:
-        raise ValueError("recall_at_k needs at least one query")
-    return {k: hits[k] / seen for k in hits}

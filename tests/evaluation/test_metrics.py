@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from recsys.evaluation import metrics as M
+from recsys.index.recall import hits, per_query_recall, recall_at_k
 
 # Two queries, one relevant item each: query 0 finds its item (1) at position 2, query 1
 # never finds its item (9).
@@ -20,19 +21,19 @@ RELEVANT_MULTI = np.array([[2, 4, 9, -1]])  # padded with -1
 
 
 def test_hits_marks_relevant_positions() -> None:
-    assert M.hits(RANKED, RELEVANT).tolist() == [[False, True, False], [False, False, False]]
-    assert M.hits(RANKED_MULTI, RELEVANT_MULTI).tolist() == [[False, True, False, True]]
+    assert hits(RANKED, RELEVANT).tolist() == [[False, True, False], [False, False, False]]
+    assert hits(RANKED_MULTI, RELEVANT_MULTI).tolist() == [[False, True, False, True]]
 
 
 def test_recall_at_k_one_relevant() -> None:
-    assert M.recall_at_k(RANKED, RELEVANT, 1) == 0.0  # neither query hits at position 1
-    assert M.recall_at_k(RANKED, RELEVANT, 2) == 0.5  # (1 + 0) / 2
-    assert M.recall_at_k(RANKED, RELEVANT, 3) == 0.5
+    assert recall_at_k(RANKED, RELEVANT, 1) == 0.0  # neither query hits at position 1
+    assert recall_at_k(RANKED, RELEVANT, 2) == 0.5  # (1 + 0) / 2
+    assert recall_at_k(RANKED, RELEVANT, 3) == 0.5
 
 
 def test_recall_at_k_several_relevant() -> None:
-    assert M.recall_at_k(RANKED_MULTI, RELEVANT_MULTI, 2) == pytest.approx(1 / 3)  # 1 of 3
-    assert M.recall_at_k(RANKED_MULTI, RELEVANT_MULTI, 4) == pytest.approx(2 / 3)  # 2 of 3
+    assert recall_at_k(RANKED_MULTI, RELEVANT_MULTI, 2) == pytest.approx(1 / 3)  # 1 of 3
+    assert recall_at_k(RANKED_MULTI, RELEVANT_MULTI, 4) == pytest.approx(2 / 3)  # 2 of 3
 
 
 def test_hit_rate_at_k() -> None:
@@ -70,7 +71,7 @@ def test_map_at_k() -> None:
 
 def test_k_beyond_list_length_counts_missing_slots_as_misses() -> None:
     # The list has 3 entries: Recall@10 is Recall@3; NDCG@10's ideal still has 1 relevant.
-    assert M.recall_at_k(RANKED, RELEVANT, 10) == 0.5
+    assert recall_at_k(RANKED, RELEVANT, 10) == 0.5
     assert M.ndcg_at_k(RANKED, RELEVANT, 10) == pytest.approx((1 / math.log2(3)) / 2)
 
 
@@ -79,6 +80,8 @@ def test_per_query_metrics_keys_and_shapes() -> None:
     names = [f"{m}@{k}" for k in (1, 3) for m in ("recall", "hit_rate", "ndcg", "map")]
     assert sorted(out) == sorted([*names, "mrr"])
     assert out["recall@3"].tolist() == [1.0, 0.0]
+    for k in (1, 3):  # the index's recall, not a copy of it
+        np.testing.assert_array_equal(out[f"recall@{k}"], per_query_recall(RANKED, RELEVANT, k))
     assert out["mrr"].tolist() == [0.5, 0.0]
 
 
@@ -111,6 +114,6 @@ def test_summarize_holds_every_metric() -> None:
 
 def test_a_query_without_relevant_items_is_an_error() -> None:
     with pytest.raises(ValueError, match="relevant item"):
-        M.recall_at_k(RANKED, np.array([[1], [-1]]), 2)
+        M.hit_rate_at_k(RANKED, np.array([[1], [-1]]), 2)
     with pytest.raises(ValueError, match="queries"):
-        M.recall_at_k(RANKED, np.array([1, 2, 3]), 2)
+        M.ndcg_at_k(RANKED, np.array([1, 2, 3]), 2)

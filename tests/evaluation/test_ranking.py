@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recsys.evaluation.ranking import rank_by_day, recall_from_ranks, top_k_available
+from recsys.evaluation.ranking import rank_by_day, top_k_available
 
 DAY = 86_400
 
@@ -52,11 +52,18 @@ def test_rank_by_day_leaves_out_videos_uploaded_after_the_days_start() -> None:
     assert ranked.tolist() == [[1, 0, -1], [2, 1, 0]]
 
 
-def test_recall_from_ranks() -> None:
-    ranked = np.array([[5, 2, 9], [1, 3, 4], [7, 8, 0]])
-    labels = np.array([2, 4, 6])
-    # label 2 at position 1, label 4 at position 2, label 6 absent
-    assert recall_from_ranks(ranked, labels, (1, 2, 3)) == {1: 0.0, 2: 1 / 3, 3: 2 / 3}
+def test_top_k_matches_brute_force_over_the_available_videos() -> None:
+    rng = np.random.default_rng(0)
+    queries = rng.integers(-2, 3, (20, 3)).astype(np.float32)  # integer scores: many ties
+    candidates = rng.integers(-2, 3, (300, 3)).astype(np.float32)
+    upload = rng.integers(0, 100, 300)
+    times = rng.integers(0, 100, 20)
+    ranked = top_k_available(queries, times, candidates, upload, k=15)
+    for q in range(20):
+        available = np.flatnonzero(upload <= times[q])
+        scores = candidates[available] @ queries[q]
+        want = available[np.argsort(-scores, kind="stable")[:15]]  # ties: lower row
+        assert ranked[q].tolist() == [*want.tolist(), *[-1] * (15 - len(want))]
 
 
 def test_k_must_be_positive() -> None:

@@ -8,16 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recsys.index import (
-    ExactIndex,
-    IndexConfig,
-    IndexLoadError,
-    build_index,
-    exact_top_k,
-    load_index,
-    recall_at_k,
-)
-from recsys.index import exact as exact_module
+from recsys.index import top_k as top_k_module
+from recsys.index.base import IndexConfig, IndexLoadError
+from recsys.index.exact import ExactIndex
+from recsys.index.recall import recall_at_k
+from recsys.index.registry import build_index, load_index
 
 DIM = 16
 
@@ -70,23 +65,9 @@ def test_single_search_equals_batch_row(index: ExactIndex) -> None:
     assert np.all(np.diff(single.scores) <= 0)  # best first
 
 
-def test_blocks_give_the_same_answer(
-    monkeypatch: pytest.MonkeyPatch, items: tuple[list[str], np.ndarray]
-) -> None:
-    _, embeddings = items
-    queries = np.random.default_rng(3).standard_normal((7, DIM)).astype(np.float32)
-    whole_rows, whole_scores = exact_top_k(queries, embeddings, 20)
-    # 7 queries x 64 elements: blocks of 20 rows (k is the floor), 100 blocks for 2000 rows.
-    monkeypatch.setattr(exact_module, "_SCORE_BLOCK_ELEMENTS", 64)
-    monkeypatch.setattr(exact_module, "_MAX_QUERY_CHUNK", 3)
-    blocked_rows, blocked_scores = exact_top_k(queries, embeddings, 20)
-    np.testing.assert_array_equal(blocked_rows, whole_rows)
-    np.testing.assert_allclose(blocked_scores, whole_scores, rtol=0, atol=1e-6)
-
-
 @pytest.mark.parametrize("block_elements", [1 << 22, 2])
 def test_ties_go_to_the_earlier_row(monkeypatch: pytest.MonkeyPatch, block_elements: int) -> None:
-    monkeypatch.setattr(exact_module, "_SCORE_BLOCK_ELEMENTS", block_elements)
+    monkeypatch.setattr(top_k_module, "_SCORE_BLOCK_ELEMENTS", block_elements)
     embeddings = np.zeros((10, 2), dtype=np.float32)
     embeddings[:, 0] = [1, 3, 3, 1, 3, 3, 2, 3, 0, 3]
     ids = [f"r{row}" for row in range(10)]
@@ -297,15 +278,6 @@ def test_bad_search_and_mutation_inputs_name_the_argument(index: ExactIndex) -> 
     assert "i1" in index  # a refused call changes nothing
 
 
-def test_recall_at_k_by_hand() -> None:
-    exact = np.array([["a", "b", "c"], ["d", "e", "f"]])
-    approx = np.array([["a", "c", "x"], ["d", "e", "f"]])
-    assert recall_at_k(approx, exact) == pytest.approx(5 / 6)  # (2 + 3) hits of 6
-    assert recall_at_k(np.array(["a", "z"]), np.array(["a", "b"])) == 0.5
-    with pytest.raises(ValueError, match="same number of queries"):
-        recall_at_k(approx[:1], exact)
-
-
 @pytest.mark.parametrize(
     ("layout", "sampled"), [("few_distinct_scores", True), ("sample_holds_the_best", False)]
 )
@@ -324,14 +296,14 @@ def test_sampled_selection_matches_naive_sort(
         embeddings[:, 0] = 1 + rng.random(num_items) * 0.1
         embeddings[::16, 0] = 10 + rng.random(num_items // 16)
     outcomes: list[bool] = []
-    original = exact_module._sampled_top_k
+    original = top_k_module._sampled_top_k
 
     def spy(scores: np.ndarray, k: int) -> np.ndarray | None:
         columns = original(scores, k)
         outcomes.append(columns is not None)
         return columns
 
-    monkeypatch.setattr(exact_module, "_sampled_top_k", spy)
+    monkeypatch.setattr(top_k_module, "_sampled_top_k", spy)
     ids = [f"r{row}" for row in range(num_items)]
     query = np.array([1.0, 0.0], dtype=np.float32)
     found = ExactIndex.build(ids, embeddings).search(query, 50)

@@ -9,16 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recsys.index import (
-    ExactIndex,
-    IndexConfig,
-    IndexLoadError,
-    ScannIndex,
-    build_index,
-    load_index,
-    recall_at_k,
-    tune_scann,
-)
+from recsys.index.base import IndexConfig, IndexLoadError
+from recsys.index.exact import ExactIndex
+from recsys.index.recall import recall_at_k
+from recsys.index.registry import build_index, load_index
+from recsys.index.scann_index import ScannIndex
+from recsys.index.tuning import tune_scann
 
 DIM = 32
 NUM_ITEMS = 20_000

@@ -14,7 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from recsys.artifact.versions import read_manifest, resolve_version, verify_artifact, write_version
-from recsys.index import ExactIndex, IndexConfig, ScannIndex, recall_at_k
+from recsys.index.base import IndexConfig
+from recsys.index.exact import ExactIndex
+from recsys.index.recall import recall_at_k
+from recsys.index.scann_index import ScannIndex
 from recsys.indexing.operations import (
     ArtifactIndexError,
     ItemsFileError,

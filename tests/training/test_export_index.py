@@ -7,7 +7,10 @@ import logging
 import numpy as np
 import pytest
 
-from recsys.index import ExactIndex, IndexConfig, ScannIndex, recall_at_k
+from recsys.index.base import IndexConfig
+from recsys.index.exact import ExactIndex
+from recsys.index.recall import recall_at_k
+from recsys.index.scann_index import ScannIndex
 from recsys.indexing.tuning import TUNE_TARGET_RECALL
 from recsys_training.export import _tune
 from tests.index.test_scann_index import mixture

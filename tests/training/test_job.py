@@ -142,7 +142,8 @@ def test_a_killed_run_resumes_from_its_checkpoint(tiny_world: Path, tmp_path: Pa
 def test_a_scann_export_searches_at_the_setting_tuned_on_held_out_queries(
     tiny_world: Path, tmp_path: Path
 ) -> None:
-    from recsys.index import ScannIndex, load_index
+    from recsys.index.registry import load_index
+    from recsys.index.scann_index import ScannIndex
 
     extra = ["--index-kind", "scann", "--max-eval-queries", "300"]
     _train_ok(_train_cmd(tiny_world, tmp_path, 1, extra, index=True))
