@@ -1,4 +1,5 @@
-"""Validate a canonical dataset folder; every problem names its file, column and first rows.
+"""Validate a canonical dataset folder (every problem names its file, column and first rows) and
+read a validated dataset into memory.
 
 Events are checked in streamed record batches, so validation of a 10M-event world keeps
 memory bounded. Row numbers count from 0 within each file.
@@ -13,11 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from recsys.dataset.io import DatasetError
+from recsys.dataset.io import CanonicalDataset, DatasetError, embeddings_from_arrow, read_meta
 from recsys.dataset.schema import (
     EVENT_SEARCH,
     EVENT_TYPES,
@@ -353,3 +355,36 @@ def validate_dataset(path: str | Path, batch_size: int = 1 << 20) -> ValidationR
         "ok" if report.ok else f"{len(report.problems)} problems",
     )
     return report
+
+
+def read_dataset(path: str | Path, validate: bool = True) -> CanonicalDataset:
+    """Read a canonical dataset folder into memory, validating it first (the default).
+
+    Raises :class:`DatasetError` naming the file, column and first bad rows of every problem.
+    """
+    path = Path(path)
+    started = time.perf_counter()
+    if validate:
+        validate_dataset(path).raise_if_invalid()
+    meta = read_meta(path)
+    users = pq.read_table(path / USERS.file_name).to_pandas()
+    items_tbl = pq.read_table(path / ITEMS.file_name)
+    embeddings = None
+    if "content_embedding" in items_tbl.column_names:
+        embeddings = embeddings_from_arrow(items_tbl.column("content_embedding"))
+        items_tbl = items_tbl.drop_columns(["content_embedding"])
+    items = items_tbl.to_pandas()
+    events = pq.read_table(path / EVENTS.file_name).to_pandas()
+    for frame, table in ((users, USERS), (items, ITEMS), (events, EVENTS)):
+        for col in table.columns:
+            if col.name not in frame.columns and col.kind != "embedding":
+                frame[col.name] = pd.Series([None] * len(frame), dtype="object")
+    log.info(
+        "read dataset %s: %d users, %d items, %d events in %.1f s",
+        path,
+        len(users),
+        len(items),
+        len(events),
+        time.perf_counter() - started,
+    )
+    return CanonicalDataset(users, items, events, meta, embeddings)
