@@ -46,7 +46,7 @@ def test_request_demographics_equal_the_user_table_row() -> None:
 
 def test_one_slice_tail_window_equals_the_batched_one() -> None:
     """Serving's one-slice shortcut of tail_window gives the rows training's batch gives."""
-    from recsys.features.contract import tail_window
+    from recsys.features.encoder import tail_window
 
     rng = np.random.default_rng(3)
     flat = rng.integers(2, 1000, size=200).astype(np.int32)
