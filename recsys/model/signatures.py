@@ -371,8 +371,12 @@ def parity_probes(vocabs: Vocabularies, config: FeatureConfig) -> list[ParityPro
     items = list(vocabs.items.values[: config.max_history + 3])
     words = list(vocabs.tokens.values[: config.max_search_tokens + 3])
     unknown = "\x00not-in-the-vocabulary"
-    long_text = " ".join(w.upper() if i % 2 else w for i, w in enumerate(words))
+    # Mixed case, and underscores (not part of a token) between some words.
+    long_text = " ".join(w.upper() if i % 2 else w for i, w in enumerate(words)).replace(
+        " ", "_", 3
+    )
     many = [f"{w}, {unknown}!" for w in words[: config.max_searches + 2]]
+    n = config.max_searches + 2
     return [
         ParityProbe("empty"),
         ParityProbe(
@@ -394,6 +398,11 @@ def parity_probes(vocabs: Vocabularies, config: FeatureConfig) -> list[ParityPro
             minutes_ago=2 * 525_600,  # longer ago than the gap cap
         ),
         ParityProbe("one watch", history=tuple(items[:1]), searches=(" ",), age=71.0),
+        # One token a search: the limit on searches shows before the limit on tokens.
+        ParityProbe(
+            "many short searches",
+            searches=tuple((words or [unknown])[i % max(len(words), 1)] for i in range(n)),
+        ),
     ]
 
 
