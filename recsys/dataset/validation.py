@@ -284,32 +284,40 @@ def _check_events(
             _mask(pc.or_(pc.or_(pc.less(frac, 0.0), pc.greater(frac, 1.0)), pc.is_nan(frac))),
             offset,
         )
-        if user_ids is not None:
-            uid = batch.column("user_id")
-            unknown = pc.and_(pc.is_valid(uid), pc.invert(pc.is_in(uid, value_set=user_ids)))
-            out.add(
-                file, "user_id", f"naming users not in {USERS.file_name}", _mask(unknown), offset
-            )
-        if items is not None:
-            item_ids, upload = items
-            pos = pc.index_in(item, value_set=item_ids)
-            known = _mask(pc.is_valid(pos))
-            has_item = _mask(pc.is_valid(item))
-            out.add(
-                file,
-                "item_id",
-                f"naming videos not in {ITEMS.file_name}",
-                has_item & ~known,
-                offset,
-            )
-            pos_np = pc.fill_null(pos, 0).to_numpy(zero_copy_only=False)
-            ts_np = pc.fill_null(ts, 0).to_numpy(zero_copy_only=False)
-            early = is_watch & known & (ts_np < upload[pos_np])
-            out.add(file, "timestamp", "of watches before the video's upload_time", early, offset)
+        _check_references(batch, is_watch, user_ids, items, out, offset)
         counts["watches"] = counts.get("watches", 0) + int(is_watch.sum())
         counts["searches"] = counts.get("searches", 0) + int(is_search.sum())
         offset += n
     counts["events"] = offset
+
+
+def _check_references(
+    batch: pa.RecordBatch,
+    is_watch: np.ndarray,
+    user_ids: pa.Array | None,
+    items: tuple[pa.Array, np.ndarray] | None,
+    out: _Collector,
+    offset: int,
+) -> None:
+    """Events naming users or videos the other tables lack, and watches before an upload."""
+    file = EVENTS.file_name
+    if user_ids is not None:
+        uid = batch.column("user_id")
+        unknown = pc.and_(pc.is_valid(uid), pc.invert(pc.is_in(uid, value_set=user_ids)))
+        out.add(file, "user_id", f"naming users not in {USERS.file_name}", _mask(unknown), offset)
+    if items is not None:
+        item_ids, upload = items
+        item = batch.column("item_id")
+        pos = pc.index_in(item, value_set=item_ids)
+        known = _mask(pc.is_valid(pos))
+        has_item = _mask(pc.is_valid(item))
+        out.add(
+            file, "item_id", f"naming videos not in {ITEMS.file_name}", has_item & ~known, offset
+        )
+        pos_np = pc.fill_null(pos, 0).to_numpy(zero_copy_only=False)
+        ts_np = pc.fill_null(batch.column("timestamp"), 0).to_numpy(zero_copy_only=False)
+        early = is_watch & known & (ts_np < upload[pos_np])
+        out.add(file, "timestamp", "of watches before the video's upload_time", early, offset)
 
 
 def validate_dataset(path: str | Path, batch_size: int = 1 << 20) -> ValidationReport:
