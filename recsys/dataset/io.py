@@ -1,8 +1,8 @@
 """Read and write canonical datasets: a folder of Parquet files plus ``dataset.json``.
 
 Writers build the folder under a temporary name and rename it into place when every file is
-complete, so a reader never sees a half-written dataset. Readers validate before returning
-(see :mod:`recsys.dataset.validation`).
+complete, so a reader never sees a half-written dataset. The validating read of a whole
+dataset, :func:`recsys.dataset.validation.read_dataset`, sits on top of this module.
 """
 
 from __future__ import annotations
@@ -267,41 +267,6 @@ class DatasetWriter:
             self._counts["searches"],
             time.perf_counter() - self._started,
         )
-
-
-def read_dataset(path: str | Path, validate: bool = True) -> CanonicalDataset:
-    """Read a canonical dataset folder into memory, validating it first (the default).
-
-    Raises :class:`DatasetError` naming the file, column and first bad rows of every problem.
-    """
-    from recsys.dataset.validation import validate_dataset
-
-    path = Path(path)
-    started = time.perf_counter()
-    if validate:
-        validate_dataset(path).raise_if_invalid()
-    meta = read_meta(path)
-    users = pq.read_table(path / USERS.file_name).to_pandas()
-    items_tbl = pq.read_table(path / ITEMS.file_name)
-    embeddings = None
-    if "content_embedding" in items_tbl.column_names:
-        embeddings = embeddings_from_arrow(items_tbl.column("content_embedding"))
-        items_tbl = items_tbl.drop_columns(["content_embedding"])
-    items = items_tbl.to_pandas()
-    events = pq.read_table(path / EVENTS.file_name).to_pandas()
-    for frame, table in ((users, USERS), (items, ITEMS), (events, EVENTS)):
-        for col in table.columns:
-            if col.name not in frame.columns and col.kind != "embedding":
-                frame[col.name] = pd.Series([None] * len(frame), dtype="object")
-    log.info(
-        "read dataset %s: %d users, %d items, %d events in %.1f s",
-        path,
-        len(users),
-        len(items),
-        len(events),
-        time.perf_counter() - started,
-    )
-    return CanonicalDataset(users, items, events, meta, embeddings)
 
 
 def iter_event_batches(

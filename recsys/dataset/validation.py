@@ -1,4 +1,5 @@
-"""Validate a canonical dataset folder; every problem names its file, column and first rows.
+"""Validate a canonical dataset folder (every problem names its file, column and first rows) and
+read a validated dataset into memory.
 
 Events are checked in streamed record batches, so validation of a 10M-event world keeps
 memory bounded. Row numbers count from 0 within each file.
@@ -13,11 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from recsys.dataset.io import DatasetError
+from recsys.dataset.io import CanonicalDataset, DatasetError, embeddings_from_arrow, read_meta
 from recsys.dataset.schema import (
     EVENT_SEARCH,
     EVENT_TYPES,
@@ -282,32 +284,40 @@ def _check_events(
             _mask(pc.or_(pc.or_(pc.less(frac, 0.0), pc.greater(frac, 1.0)), pc.is_nan(frac))),
             offset,
         )
-        if user_ids is not None:
-            uid = batch.column("user_id")
-            unknown = pc.and_(pc.is_valid(uid), pc.invert(pc.is_in(uid, value_set=user_ids)))
-            out.add(
-                file, "user_id", f"naming users not in {USERS.file_name}", _mask(unknown), offset
-            )
-        if items is not None:
-            item_ids, upload = items
-            pos = pc.index_in(item, value_set=item_ids)
-            known = _mask(pc.is_valid(pos))
-            has_item = _mask(pc.is_valid(item))
-            out.add(
-                file,
-                "item_id",
-                f"naming videos not in {ITEMS.file_name}",
-                has_item & ~known,
-                offset,
-            )
-            pos_np = pc.fill_null(pos, 0).to_numpy(zero_copy_only=False)
-            ts_np = pc.fill_null(ts, 0).to_numpy(zero_copy_only=False)
-            early = is_watch & known & (ts_np < upload[pos_np])
-            out.add(file, "timestamp", "of watches before the video's upload_time", early, offset)
+        _check_references(batch, is_watch, user_ids, items, out, offset)
         counts["watches"] = counts.get("watches", 0) + int(is_watch.sum())
         counts["searches"] = counts.get("searches", 0) + int(is_search.sum())
         offset += n
     counts["events"] = offset
+
+
+def _check_references(
+    batch: pa.RecordBatch,
+    is_watch: np.ndarray,
+    user_ids: pa.Array | None,
+    items: tuple[pa.Array, np.ndarray] | None,
+    out: _Collector,
+    offset: int,
+) -> None:
+    """Events naming users or videos the other tables lack, and watches before an upload."""
+    file = EVENTS.file_name
+    if user_ids is not None:
+        uid = batch.column("user_id")
+        unknown = pc.and_(pc.is_valid(uid), pc.invert(pc.is_in(uid, value_set=user_ids)))
+        out.add(file, "user_id", f"naming users not in {USERS.file_name}", _mask(unknown), offset)
+    if items is not None:
+        item_ids, upload = items
+        item = batch.column("item_id")
+        pos = pc.index_in(item, value_set=item_ids)
+        known = _mask(pc.is_valid(pos))
+        has_item = _mask(pc.is_valid(item))
+        out.add(
+            file, "item_id", f"naming videos not in {ITEMS.file_name}", has_item & ~known, offset
+        )
+        pos_np = pc.fill_null(pos, 0).to_numpy(zero_copy_only=False)
+        ts_np = pc.fill_null(batch.column("timestamp"), 0).to_numpy(zero_copy_only=False)
+        early = is_watch & known & (ts_np < upload[pos_np])
+        out.add(file, "timestamp", "of watches before the video's upload_time", early, offset)
 
 
 def validate_dataset(path: str | Path, batch_size: int = 1 << 20) -> ValidationReport:
@@ -353,3 +363,36 @@ def validate_dataset(path: str | Path, batch_size: int = 1 << 20) -> ValidationR
         "ok" if report.ok else f"{len(report.problems)} problems",
     )
     return report
+
+
+def read_dataset(path: str | Path, validate: bool = True) -> CanonicalDataset:
+    """Read a canonical dataset folder into memory, validating it first (the default).
+
+    Raises :class:`DatasetError` naming the file, column and first bad rows of every problem.
+    """
+    path = Path(path)
+    started = time.perf_counter()
+    if validate:
+        validate_dataset(path).raise_if_invalid()
+    meta = read_meta(path)
+    users = pq.read_table(path / USERS.file_name).to_pandas()
+    items_tbl = pq.read_table(path / ITEMS.file_name)
+    embeddings = None
+    if "content_embedding" in items_tbl.column_names:
+        embeddings = embeddings_from_arrow(items_tbl.column("content_embedding"))
+        items_tbl = items_tbl.drop_columns(["content_embedding"])
+    items = items_tbl.to_pandas()
+    events = pq.read_table(path / EVENTS.file_name).to_pandas()
+    for frame, table in ((users, USERS), (items, ITEMS), (events, EVENTS)):
+        for col in table.columns:
+            if col.name not in frame.columns and col.kind != "embedding":
+                frame[col.name] = pd.Series([None] * len(frame), dtype="object")
+    log.info(
+        "read dataset %s: %d users, %d items, %d events in %.1f s",
+        path,
+        len(users),
+        len(items),
+        len(events),
+        time.perf_counter() - started,
+    )
+    return CanonicalDataset(users, items, events, meta, embeddings)

@@ -158,7 +158,7 @@ def oracle_ranking(
     progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray | None:
     """The oracle's top-``k`` ``[n, k]`` for each query, or None when ``data`` is not synthetic."""
-    from recsys.dataset.io import read_dataset
+    from recsys.dataset.validation import read_dataset
     from recsys_data.oracle import load_world, oracle_probabilities
 
     try:

@@ -26,9 +26,16 @@ from recsys.dataset.schema import EVENT_SEARCH, EVENT_WATCH
 from recsys.dataset.splits import Split
 from recsys.examples import partitions as P
 from recsys.features import contract as F
-from recsys.features.context import EventLog, encode_queries
-from recsys.features.contract import FeatureConfig, tokenize
-from recsys.features.tables import UserTable, encode_texts
+from recsys.features.contract import FeatureConfig
+from recsys.features.encoder import (
+    EventLog,
+    encode_queries,
+    encode_searches,
+    example_age_days,
+    known_watches,
+    tokenize,
+)
+from recsys.features.tables import UserTable
 from recsys.features.vocab import Vocabularies, Vocabulary
 from recsys.logs import ProgressFn
 
@@ -123,18 +130,20 @@ def build_vocabularies(
 def event_log(
     events: pd.DataFrame, vocabs: Vocabularies
 ) -> tuple[EventLog, pd.DataFrame, pd.DataFrame]:
-    """Encode user-sorted events: (log, watches frame, searches frame) with row positions.
+    """Encode user-sorted events: (log, watches frame, searches frame) of the events it keeps.
 
-    Watches of videos outside the vocabulary are left out of contexts, as at serving.
+    Watches of videos outside the vocabulary and blank searches are left out of contexts.
     """
-    is_watch = (events["type"] == EVENT_WATCH).to_numpy()
-    watches = events[is_watch]
+    watches = events[(events["type"] == EVENT_WATCH).to_numpy()]
     ids = vocabs.items.lookup(watches["item_id"])
-    in_context = watches[ids > F.OOV]
+    known = known_watches(ids)
+    in_context = watches[known]
     searches = events[(events["type"] == EVENT_SEARCH).to_numpy()]
-    tokens, offsets = encode_texts(searches["query"], vocabs)
+    queries = pa.array(searches["query"].to_numpy(dtype=object), type=pa.string(), from_pandas=True)
+    kept, tokens, offsets = encode_searches(queries, vocabs)
+    searches = searches[kept]
     log_ = EventLog(
-        watch_items=ids[ids > F.OOV],
+        watch_items=ids[known],
         watch_time=in_context["timestamp"].to_numpy(np.int64),
         search_time=searches["timestamp"].to_numpy(np.int64),
         search_offsets=offsets,
@@ -154,24 +163,28 @@ def _ranges_before(
     return start, end
 
 
-def _encoded_log(ev: P.Events, item_vocab: np.ndarray, vocabs: Vocabularies) -> EventLog:
-    """The partition's event log with vocabulary ids (unknown videos left out of contexts)."""
-    watch_ids = item_vocab[ev.item_row[ev.is_watch]]
-    known = watch_ids > F.OOV
-    codes, tokens = P.distinct_queries(ev.queries)
-    lengths = np.fromiter((len(t) for t in tokens), dtype=np.int64, count=len(tokens))
-    offsets = np.zeros(len(tokens) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    flat = [tok for toks in tokens for tok in toks]
-    ids = vocabs.tokens.lookup(flat) if flat else np.zeros(0, dtype=np.int32)
-    search_tokens, search_offsets = P.gather_ragged(ids, offsets, codes)
-    return EventLog(
-        watch_items=watch_ids[known],
-        watch_time=ev.timestamp[ev.is_watch][known],
-        search_time=ev.timestamp[ev.is_search],
-        search_offsets=search_offsets,
-        search_tokens=search_tokens,
-    )
+@dataclass
+class _PartitionLog:
+    """A partition's events as the encoder's log, with the user (sort key) of each event kept."""
+
+    log: EventLog
+    watch_users: np.ndarray
+    search_users: np.ndarray
+
+    @classmethod
+    def encode(cls, ev: P.Events, item_vocab: np.ndarray, vocabs: Vocabularies) -> _PartitionLog:
+        """Encode ``ev`` (``item_vocab``: the vocabulary id of each catalog row)."""
+        watch_ids = item_vocab[ev.item_row[ev.is_watch]]
+        known = known_watches(watch_ids)
+        kept, tokens, offsets = encode_searches(ev.queries, vocabs)
+        log_ = EventLog(
+            watch_items=watch_ids[known],
+            watch_time=ev.timestamp[ev.is_watch][known],
+            search_time=ev.timestamp[ev.is_search][kept],
+            search_offsets=offsets,
+            search_tokens=tokens,
+        )
+        return cls(log_, ev.user[ev.is_watch][known], ev.user[ev.is_search][kept])
 
 
 def _examples_for_partition(
@@ -188,51 +201,67 @@ def _examples_for_partition(
 ) -> None:
     """Write the train and eval examples of one partition's (user-sorted) events.
 
-    Train rows are shuffled (seeded), eval rows sorted by label time; both are encoded and
-    written EXAMPLE_CHUNK rows at a time so memory does not grow with the partition.
+    Both are encoded and written EXAMPLE_CHUNK rows at a time so memory does not grow with
+    the partition.
     """
-    log_ = _encoded_log(ev, item_vocab, vocabs)
-    is_watch = ev.is_watch
-    in_context = is_watch.copy()
-    in_context[is_watch] = item_vocab[ev.item_row[is_watch]] > F.OOV
-    ctx_users = ev.user[in_context]
-    search_users = ev.user[ev.is_search]
+    plog = _PartitionLog.encode(ev, item_vocab, vocabs)
     held = P.holdout(ev, split, cutoff)
     train = P.training_mask(ev, held, split, cutoff)
-    for kind, mask, writer in (
-        ("train", is_watch & train, writers[0]),
-        ("eval", is_watch & held, writers[1]),
+    for window_end, mask, writer in (
+        (train_end, ev.is_watch & train, writers[0]),
+        (None, ev.is_watch & held, writers[1]),
     ):
-        labels = np.flatnonzero(mask)
-        if kind == "train":
-            if config.max_examples_per_user is not None and len(labels):
-                # Cap each user's examples so heavy users don't dominate: a seeded subset.
-                labels = labels[P.cap_per_user(ev.user[labels], config.max_examples_per_user, rng)]
-            # Shuffle training rows within the partition so shards are not grouped by user.
-            labels = labels[rng.permutation(len(labels))]
-        else:
-            labels = labels[np.argsort(ev.timestamp[labels], kind="stable")]
+        labels = _ordered_labels(ev, np.flatnonzero(mask), window_end is not None, config, rng)
         for lo in range(0, len(labels), EXAMPLE_CHUNK):
             # Encode the chunk in event order (cache-friendly gathers), then restore its order.
-            srt = np.argsort(labels[lo : lo + EXAMPLE_CHUNK])
-            chunk = labels[lo : lo + EXAMPLE_CHUNK][srt]
+            part = labels[lo : lo + EXAMPLE_CHUNK]
+            srt = np.argsort(part)
             inv = np.empty_like(srt)
             inv[srt] = np.arange(len(srt))
-            lab_users = ev.user[chunk]
-            lab_time = ev.timestamp[chunk]
-            w_range = _ranges_before(lab_users, lab_time, ctx_users, log_.watch_time)
-            s_range = _ranges_before(lab_users, lab_time, search_users, log_.search_time)
-            urows = ev.user_row[chunk].astype(np.int64)
-            demo = users.features(urows)
-            if kind == "train":
-                age = (train_end - lab_time) / F.SECONDS_PER_DAY
-            else:
-                age = np.zeros(len(chunk))  # evaluated as a serving request: example age 0
-            feats = encode_queries(log_, w_range, s_range, demo, age, lab_time, config)
-            feats[F.ITEM_INDEX] = ev.item_row[chunk].astype(np.int32)
-            feats[F.USER_INDEX] = urows.astype(np.int32)
-            feats[LABEL_TIME] = lab_time.astype(np.int64)
+            feats = _encode_labels(ev, plog, part[srt], users, window_end, config)
             writer.write(_to_arrow({name: arr[inv] for name, arr in feats.items()}))
+
+
+def _ordered_labels(
+    ev: P.Events, labels: np.ndarray, train: bool, config: FeatureConfig, rng: np.random.Generator
+) -> np.ndarray:
+    """Training labels capped per user (seeded) and shuffled; eval labels by label time."""
+    if not train:
+        return labels[np.argsort(ev.timestamp[labels], kind="stable")]
+    if config.max_examples_per_user is not None and len(labels):
+        # Cap each user's examples so heavy users don't dominate: a seeded subset.
+        labels = labels[P.cap_per_user(ev.user[labels], config.max_examples_per_user, rng)]
+    # Shuffle training rows within the partition so shards are not grouped by user.
+    return labels[rng.permutation(len(labels))]
+
+
+def _encode_labels(
+    ev: P.Events,
+    plog: _PartitionLog,
+    labels: np.ndarray,
+    users: UserTable,
+    window_end: int | None,
+    config: FeatureConfig,
+) -> dict[str, np.ndarray]:
+    """Examples of the watches ``labels`` (event rows): query features, label and bookkeeping.
+
+    ``window_end`` is the training window's end (example age counts from it); None for
+    evaluation examples, encoded as a serving request is (example age 0).
+    """
+    lab_users = ev.user[labels]
+    lab_time = ev.timestamp[labels]
+    w_range = _ranges_before(lab_users, lab_time, plog.watch_users, plog.log.watch_time)
+    s_range = _ranges_before(lab_users, lab_time, plog.search_users, plog.log.search_time)
+    urows = ev.user_row[labels].astype(np.int64)
+    if window_end is None:
+        age = np.zeros(len(labels), dtype=np.float32)
+    else:
+        age = example_age_days(window_end, lab_time)
+    feats = encode_queries(plog.log, w_range, s_range, users.features(urows), age, lab_time, config)
+    feats[F.ITEM_INDEX] = ev.item_row[labels].astype(np.int32)
+    feats[F.USER_INDEX] = urows.astype(np.int32)
+    feats[LABEL_TIME] = lab_time.astype(np.int64)
+    return feats
 
 
 def _to_arrow(feats: dict[str, np.ndarray]) -> pa.Table:
@@ -310,50 +339,20 @@ def build_examples(
         raise DatasetError(f"{data_dir}: dataset has no events")
     t_lo, t_hi = meta.time_range
     cutoff = split.resolve_cutoff(np.array([t_lo, t_hi])) if split.name == "time" else None
-    train_end = cutoff if cutoff is not None else t_hi
+    result = ExampleSet(
+        split=split.name,
+        cutoff=cutoff,
+        train_end=int(cutoff if cutoff is not None else t_hi),
+        data_fingerprint=meta.fingerprint,
+        feature_config=asdict(config),
+        seed=seed,
+    )
     n_events = meta.counts.get("events", 0)
     partitions = partitions or max(1, -(-n_events // 4_000_000))
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir(parents=True)
     try:
-        users_df, items_df, _ = load_catalog(data_dir)
-        user_ids = pa.array(users_df["user_id"].astype(str).to_numpy(dtype=object), pa.string())
-        item_ids = pa.array(items_df["item_id"].astype(str).to_numpy(dtype=object), pa.string())
-        parts = P.write_partitions(data_dir, tmp, partitions, user_ids, item_ids)
-        # Events sort by user id string, as the rank of each user's id among all ids.
-        user_rank = np.empty(len(users_df), dtype=np.int64)
-        user_rank[np.argsort(user_ids.to_numpy(zero_copy_only=False), kind="stable")] = np.arange(
-            len(users_df)
-        )
-        vocabs = build_vocabularies(parts, users_df, items_df, split, cutoff, user_rank)
-        vocabs.save(tmp / VOCAB_FILE)
-        users = UserTable.build(users_df, vocabs)
-        item_vocab = vocabs.items.lookup(items_df["item_id"])
-        rng = np.random.default_rng(seed)
-        train_w, eval_w = _ShardWriter(tmp, "train"), _ShardWriter(tmp, "eval")
-        writers = (train_w, eval_w)
-        for i, path in enumerate(parts):
-            events = P.load_events(path, user_rank)
-            _examples_for_partition(
-                events, vocabs, item_vocab, users, split, cutoff, train_end, config, rng, writers
-            )
-            del events
-            path.unlink()
-            if progress:
-                progress(i + 1, len(parts))
-        train_w.close()
-        eval_w.close()
-        result = ExampleSet(
-            split=split.name,
-            cutoff=cutoff,
-            train_end=int(train_end),
-            data_fingerprint=meta.fingerprint,
-            feature_config=asdict(config),
-            seed=seed,
-            counts={"train": train_w.rows, "eval": eval_w.rows, **vocabs.sizes()},
-            train_shards=train_w.names,
-            eval_shards=eval_w.names,
-        )
+        _write_examples(data_dir, tmp, split, config, partitions, result, progress)
         (tmp / EXAMPLES_META).write_text(json.dumps(asdict(result), indent=2) + "\n")
         if out.exists():
             shutil.rmtree(out)
@@ -371,6 +370,57 @@ def build_examples(
         time.perf_counter() - started,
     )
     return result
+
+
+def _write_examples(
+    data_dir: Path,
+    tmp: Path,
+    split: Split,
+    config: FeatureConfig,
+    partitions: int,
+    result: ExampleSet,
+    progress: ProgressFn | None,
+) -> None:
+    """Partition the events, build vocabularies, write the shards into ``tmp``; fill ``result``."""
+    users_df, items_df, _ = load_catalog(data_dir)
+    user_ids = pa.array(users_df["user_id"].astype(str).to_numpy(dtype=object), pa.string())
+    item_ids = pa.array(items_df["item_id"].astype(str).to_numpy(dtype=object), pa.string())
+    parts = P.write_partitions(data_dir, tmp, partitions, user_ids, item_ids)
+    # Events sort by user id string, as the rank of each user's id among all ids.
+    user_rank = np.empty(len(users_df), dtype=np.int64)
+    user_rank[np.argsort(user_ids.to_numpy(zero_copy_only=False), kind="stable")] = np.arange(
+        len(users_df)
+    )
+    cutoff = result.cutoff
+    vocabs = build_vocabularies(parts, users_df, items_df, split, cutoff, user_rank)
+    vocabs.save(tmp / VOCAB_FILE)
+    users = UserTable.build(users_df, vocabs)
+    item_vocab = vocabs.items.lookup(items_df["item_id"])
+    rng = np.random.default_rng(result.seed)
+    train_w, eval_w = _ShardWriter(tmp, "train"), _ShardWriter(tmp, "eval")
+    for i, path in enumerate(parts):
+        events = P.load_events(path, user_rank)
+        _examples_for_partition(
+            events,
+            vocabs,
+            item_vocab,
+            users,
+            split,
+            cutoff,
+            result.train_end,
+            config,
+            rng,
+            (train_w, eval_w),
+        )
+        del events
+        path.unlink()
+        if progress:
+            progress(i + 1, len(parts))
+    train_w.close()
+    eval_w.close()
+    result.counts = {"train": train_w.rows, "eval": eval_w.rows, **vocabs.sizes()}
+    result.train_shards = train_w.names
+    result.eval_shards = eval_w.names
 
 
 def read_examples(

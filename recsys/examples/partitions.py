@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from recsys.dataset.io import DatasetError, iter_event_batches
 from recsys.dataset.schema import EVENT_SEARCH, EVENT_WATCH
 from recsys.dataset.splits import Split
-from recsys.features.contract import tokenize
+from recsys.features.encoder import distinct_values, tokenize
 
 EVENT_COLUMNS = ["user_id", "timestamp", "type", "item_id", "query"]
 KIND_WATCH, KIND_SEARCH, KIND_OTHER = 0, 1, 2
@@ -159,30 +159,10 @@ def training_mask(ev: Events, held: np.ndarray, split: Split, cutoff: int | None
     return ~held
 
 
-def distinct_values(values: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, list[str]]:
-    """(code of each string into the distinct ones, the distinct strings); null reads as ""."""
-    enc = pc.dictionary_encode(pc.fill_null(values, ""))
-    if isinstance(enc, pa.ChunkedArray):
-        enc = enc.combine_chunks()
-    return enc.indices.to_numpy(zero_copy_only=False).astype(np.int64), enc.dictionary.to_pylist()
-
-
 def distinct_queries(queries: pa.Array) -> tuple[np.ndarray, list[list[str]]]:
     """(code of each query into the distinct ones, tokens of each distinct query)."""
     codes, distinct = distinct_values(queries)
     return codes, [tokenize(q) for q in distinct]
-
-
-def gather_ragged(
-    flat: np.ndarray, offsets: np.ndarray, codes: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """The ragged rows ``codes`` of (flat, offsets): (their values concatenated, offsets)."""
-    starts = offsets[:-1][codes]
-    lengths = offsets[1:][codes] - starts
-    out_off = np.zeros(len(codes) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=out_off[1:])
-    idx = np.repeat(starts - out_off[:-1], lengths) + np.arange(out_off[-1], dtype=np.int64)
-    return flat[idx], out_off
 
 
 def cap_per_user(users: np.ndarray, cap: int, rng: np.random.Generator) -> np.ndarray:

@@ -6,28 +6,15 @@ features are a gather by row index, the same at training, evaluation, export and
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from recsys.features import contract as F
-from recsys.features.contract import FeatureConfig, tail_window, tokenize
+from recsys.features.contract import FeatureConfig
+from recsys.features.encoder import encode_demographics, encode_texts, tail_window
 from recsys.features.vocab import Vocabularies
-
-
-def encode_texts(
-    texts: pd.Series | Sequence[str | None], vocabs: Vocabularies
-) -> tuple[np.ndarray, np.ndarray]:
-    """Tokenise ``texts`` and map tokens to ids: (flat token ids int32, offsets int64 [n+1])."""
-    token_lists = [tokenize(t) if isinstance(t, str) else [] for t in texts]
-    lengths = np.fromiter((len(t) for t in token_lists), dtype=np.int64, count=len(token_lists))
-    offsets = np.zeros(len(token_lists) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    flat = [tok for toks in token_lists for tok in toks]
-    ids = vocabs.tokens.lookup(flat) if flat else np.zeros(0, dtype=np.int32)
-    return ids, offsets
 
 
 @dataclass
@@ -118,14 +105,14 @@ class UserTable:
         age = pd.to_numeric(users["age"], errors="coerce").to_numpy(
             dtype=np.float64, na_value=np.nan
         )
-        known = ~np.isnan(age)
+        demo = encode_demographics(vocabs, users["country"], region, users["gender"], age)
         return cls(
             user_ids=users["user_id"].to_numpy(dtype=object),
-            country=vocabs.countries.lookup(users["country"]),
-            region=vocabs.regions.lookup(region),
-            gender=vocabs.genders.lookup(users["gender"]),
-            age=np.where(known, age, 0.0).astype(np.float32),
-            age_known=known.astype(np.float32),
+            country=demo[F.COUNTRY],
+            region=demo[F.REGION],
+            gender=demo[F.GENDER],
+            age=demo[F.AGE],
+            age_known=demo[F.AGE_KNOWN],
         )
 
     def features(self, rows: np.ndarray) -> dict[str, np.ndarray]:

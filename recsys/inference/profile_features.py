@@ -1,17 +1,15 @@
 """Serving profiles encoded once per loaded model: a user_id request's features without strings.
 
 :class:`~recsys.artifact.profiles.Profiles` keeps each user's latest watches and searches as
-strings.
-Turning them into query features at every request (a vocabulary probe per watch, tokenising
-every search, a catalog probe per watch for the exclusions) cost more than the query tower
-and the index together. :class:`EncodedProfiles` does that work once, for every profile, when
-a model is loaded: watches become vocabulary ids and catalog rows, searches token ids. A
-request then only cuts each list at its moment and copies the windows
-:func:`recsys.features.context.encode_queries` (the function training uses) would take: one context,
-so a few slices instead of its array arithmetic over a batch. The features equal what
+strings. Turning them into query features at every request (a vocabulary probe per watch,
+tokenising every search, a catalog probe per watch for the exclusions) cost more than the query
+tower and the index together. :class:`EncodedProfiles` encodes every profile once, when a model
+is loaded, with :mod:`recsys.features.encoder` (the encoder training examples are built with)
+into one :class:`~recsys.features.encoder.EventLog`; a request then only finds each list's cut at
+its moment and calls :func:`~recsys.features.encoder.encode_query`. The features equal what
 :func:`~recsys.features.context.encode_request` builds from the same profile: tests check every
-user of
-a trained artifact at several moments, and edge cases (unknown videos, blank searches, ties).
+user of a trained artifact at several moments, and edge cases (unknown videos, blank searches,
+ties).
 """
 
 from __future__ import annotations
@@ -25,11 +23,17 @@ import numpy as np
 import pyarrow as pa
 
 from recsys.artifact.profiles import ProfileError, Profiles
-from recsys.examples.partitions import distinct_values, gather_ragged
 from recsys.features import contract as F
 from recsys.features.context import RequestContext, request_demographics
-from recsys.features.contract import FeatureConfig, minutes_since_one, tail_one
-from recsys.features.tables import encode_texts
+from recsys.features.contract import FeatureConfig
+from recsys.features.encoder import (
+    EventLog,
+    distinct_values,
+    encode_demographics,
+    encode_query,
+    encode_searches,
+    known_watches,
+)
 from recsys.features.vocab import Vocabularies
 
 log = logging.getLogger(__name__)
@@ -60,51 +64,47 @@ class EncodedProfiles:
         self._vocabs = vocabs
         self._config = config
         ids, self._w_off = profiles.list_column("watch_ids")
-        self._w_time = _times(profiles, "watch_times", self._w_off)
+        w_time = _times(profiles, "watch_times", self._w_off)
         # Each distinct id is looked up once (a profile table repeats popular videos a lot).
         codes, distinct = distinct_values(ids)
         distinct_ids = np.asarray(distinct, dtype=object)
-        self._w_item = vocabs.items.lookup(distinct_ids)[codes]
+        w_item = vocabs.items.lookup(distinct_ids)[codes]
         self._w_row = catalog_rows(distinct_ids).astype(np.int32)[codes]
-        # The watches the model knows, with their own offsets: the context's history skips
-        # unknown videos (counted from a running count instead).
-        known = self._w_item > F.OOV
-        self._k_item, self._k_time = self._w_item[known], self._w_time[known]
+        # The context's history skips unknown videos: the kept ones get their own offsets,
+        # the unknown ones a running count.
+        known = known_watches(w_item)
+        self._w_time = w_time
         self._k_off = _running_count(known)[self._w_off]
-        self._oov_before = _running_count(self._w_item == F.OOV).astype(np.int32)
+        self._oov_before = _running_count(w_item == F.OOV).astype(np.int32)
 
         searches, s_off = profiles.list_column("searches")
         s_time = _times(profiles, "search_times", s_off)
-        codes, texts = distinct_values(searches)
-        # Blank searches never count (encode_request drops them whatever the moment).
-        kept = np.array([bool(q and q.strip()) for q in texts], dtype=bool)[codes]
-        if not kept.all():
-            s_off, s_time, codes = _running_count(kept)[s_off], s_time[kept], codes[kept]
-        self._s_off = s_off
-        self._s_time = s_time
-        # Tokenise each distinct text once, then lay the tokens out search by search.
-        self._s_tokens, self._tok_off = gather_ragged(*encode_texts(texts, vocabs), codes)
-
-        country, region, age, gender = (
-            profiles.column(n) for n in ("country", "region", "age", "gender")
+        kept, tokens, tok_off = encode_searches(searches, vocabs)
+        self._s_off = _running_count(kept)[s_off]
+        self._log = EventLog(
+            watch_items=w_item[known],
+            watch_time=w_time[known],
+            search_time=s_time[kept],
+            search_offsets=tok_off,
+            search_tokens=tokens,
         )
-        known_age = np.asarray(age.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
-        self._demographics = {
-            F.COUNTRY: vocabs.countries.lookup(_objects(country)),
-            F.REGION: vocabs.regions.lookup(_objects(region)),
-            F.GENDER: vocabs.genders.lookup(_objects(gender)),
-            F.AGE: np.where(known_age, age.fill_null(0).to_numpy(zero_copy_only=False), 0.0).astype(
-                np.float32
-            ),
-            F.AGE_KNOWN: known_age.astype(np.float32),
-        }
-        self._zero_age = np.zeros(1, dtype=np.float32)
+        self._demographics = self._encode_demographics(profiles, vocabs)
         log.info(
             "encoded %d profiles (%d watches, %d searches) in %.1f s",
             len(profiles),
-            len(self._w_item),
-            len(self._s_time),
+            len(w_item),
+            len(self._log.search_time),
             time.perf_counter() - started,
+        )
+
+    @staticmethod
+    def _encode_demographics(profiles: Profiles, vocabs: Vocabularies) -> dict[str, np.ndarray]:
+        country, region, age, gender = (
+            profiles.column(n) for n in ("country", "region", "age", "gender")
+        )
+        years = np.asarray(age.cast(pa.float64()).fill_null(np.nan).to_numpy(), dtype=np.float64)
+        return encode_demographics(
+            vocabs, _objects(country), _objects(region), _objects(gender), years
         )
 
     def query(self, row: int, moment: int, ctx: RequestContext | None = None) -> ProfileQuery:
@@ -113,30 +113,16 @@ class EncodedProfiles:
         Only events strictly before the moment count, as in ``encode_request``; ``ctx``'s
         watch history and searches are not looked at (the caller serves those another way).
         """
-        config = self._config
+        events = self._log
         a, b = int(self._w_off[row]), int(self._w_off[row + 1])
         end = a + int(np.searchsorted(self._w_time[a:b], moment, side="left"))
         ka, kb = int(self._k_off[row]), int(self._k_off[row + 1])
-        k_end = ka + int(np.searchsorted(self._k_time[ka:kb], moment, side="left"))
+        k_end = ka + int(np.searchsorted(events.watch_time[ka:kb], moment, side="left"))
         sa, sb = int(self._s_off[row]), int(self._s_off[row + 1])
-        s_end = sa + int(np.searchsorted(self._s_time[sa:sb], moment, side="left"))
-        tok_hi = int(self._tok_off[s_end])
-        tok_lo = int(self._tok_off[max(sa, s_end - config.max_searches)])
-        last_lo = int(self._tok_off[s_end - 1]) if s_end > sa else tok_hi
-        features = {
-            F.HISTORY: tail_one(self._k_item, ka, k_end, config.max_history),
-            F.SEARCH_TOKENS: tail_one(self._s_tokens, tok_lo, tok_hi, config.max_search_tokens),
-        }
-        features.update(self._demographics_of(row, ctx))
-        features[F.EXAMPLE_AGE] = self._zero_age
-        features[F.LAST_SEARCH_TOKENS] = tail_one(
-            self._s_tokens, last_lo, tok_hi, config.max_last_search_tokens
-        )
-        features[F.SINCE_LAST_WATCH] = minutes_since_one(
-            moment, int(self._k_time[k_end - 1]) if k_end > ka else None
-        )
-        features[F.SINCE_LAST_SEARCH] = minutes_since_one(
-            moment, int(self._s_time[s_end - 1]) if s_end > sa else None
+        s_end = sa + int(np.searchsorted(events.search_time[sa:sb], moment, side="left"))
+        demographics = self._demographics_of(row, ctx)
+        features = encode_query(
+            events, (ka, k_end), (sa, s_end), demographics, 0.0, moment, self._config
         )
         rows = self._w_row[a:end]
         return ProfileQuery(

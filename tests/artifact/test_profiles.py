@@ -18,8 +18,9 @@ from recsys.artifact.profiles import (
 )
 from recsys.examples.building import event_log
 from recsys.features import contract as F
-from recsys.features.context import RequestContext, encode_queries, encode_request
+from recsys.features.context import RequestContext, encode_request
 from recsys.features.contract import FeatureConfig
+from recsys.features.encoder import encode_queries
 from recsys.features.tables import UserTable
 from recsys.features.vocab import Vocabularies, Vocabulary
 from tests.conftest import T0, small_frames, write_small

@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys.dataset.io import CanonicalDataset, DatasetError, read_dataset
+from recsys.dataset.io import CanonicalDataset, DatasetError
 from recsys.dataset.splits import Split
+from recsys.dataset.validation import read_dataset
 from recsys_data.oracle import World, load_world, oracle_probabilities, oracle_recall
 from recsys_data.synth import generate_world, world_config
 from recsys_data.world import PROBABILITIES_FILE

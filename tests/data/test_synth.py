@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys.dataset.io import CanonicalDataset, DatasetError, read_dataset
-from recsys.dataset.validation import validate_dataset
+from recsys.dataset.io import CanonicalDataset, DatasetError
+from recsys.dataset.validation import read_dataset, validate_dataset
 from recsys_data.oracle import World, load_world
 from recsys_data.synth import PRESETS, WorldConfig, generate_world, world_config
 

@@ -14,10 +14,10 @@ from recsys.dataset.io import (
     DatasetMeta,
     DatasetWriter,
     iter_event_batches,
-    read_dataset,
     read_meta,
 )
 from recsys.dataset.schema import SCHEMA_VERSION
+from recsys.dataset.validation import read_dataset
 from tests.conftest import small_frames, write_small
 
 

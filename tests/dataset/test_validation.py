@@ -11,8 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from recsys.dataset.io import DatasetError, read_dataset
-from recsys.dataset.validation import validate_dataset
+from recsys.dataset.io import DatasetError
+from recsys.dataset.validation import read_dataset, validate_dataset
 from tests.conftest import T0, small_frames, write_small
 
 

@@ -15,7 +15,8 @@ from recsys.examples.building import ExampleSet, build_examples, load_catalog
 from recsys.examples.pipeline import example_batches, make_dataset
 from recsys.features import contract as F
 from recsys.features.context import RequestContext, encode_request
-from recsys.features.contract import FeatureConfig, tokenize
+from recsys.features.contract import FeatureConfig
+from recsys.features.encoder import tokenize
 from recsys.features.tables import ItemTable
 from recsys.features.vocab import Vocabularies
 from tests.conftest import T0

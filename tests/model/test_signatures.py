@@ -17,8 +17,11 @@ from recsys.features.tables import ItemTable
 from recsys.features.vocab import Vocabularies, Vocabulary
 from recsys.model.signatures import (
     QUERY_IDS_SIGNATURE,
+    FeatureParityError,
     RawCandidateModel,
     RawQueryModel,
+    check_query_parity,
+    parity_probes,
     save_candidate_model,
     save_query_model,
 )
@@ -154,3 +157,39 @@ def test_candidate_signature_matches_the_item_table(
         content_embedding=tf.constant(content),
     )["candidate_embedding"].numpy()
     np.testing.assert_allclose(raw, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("attribute", "feature"),
+    [("max_searches", F.SEARCH_TOKENS), ("max_history", F.HISTORY)],
+)
+def test_saving_refuses_rules_that_disagree_with_the_encoder(
+    towers: tuple[tf.keras.Model, tf.keras.Model], tmp_path: Path, attribute: str, feature: str
+) -> None:
+    module = RawQueryModel(towers[0], vocabs(), CONFIG)
+    check_query_parity(module)  # the rules as written agree
+    setattr(module, attribute, getattr(CONFIG, attribute) + 1)  # a deliberate divergence
+    with pytest.raises(FeatureParityError, match=repr(feature)):
+        save_query_model(module, tmp_path / "q")
+    assert not (tmp_path / "q").exists()
+
+
+def test_parity_catches_a_token_rule_that_differs(
+    towers: tuple[tf.keras.Model, tf.keras.Model], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A TensorFlow split that keeps underscores inside tokens is not the encoder's rule."""
+    from recsys.model import signatures
+
+    monkeypatch.setattr(signatures, "TF_TOKEN_SPLIT", r"[^\pL\pN_]+")
+    with pytest.raises(FeatureParityError, match="search_tokens"):
+        check_query_parity(RawQueryModel(towers[0], vocabs(), CONFIG))
+
+
+def test_probes_cover_the_edge_cases() -> None:
+    probes = parity_probes(vocabs(), CONFIG)
+    assert any(not p.history and not p.searches for p in probes)  # an empty context
+    assert any(len(p.history) > CONFIG.max_history for p in probes)  # a sliding window
+    assert any(len(p.searches) > CONFIG.max_searches for p in probes)
+    known = set(vocabs().items.values)
+    assert any(h not in known for p in probes for h in p.history)  # unknown videos
+    assert any(p.searches and not p.searches[-1].strip() for p in probes)  # a blank last search
