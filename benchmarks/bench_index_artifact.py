@@ -33,7 +33,8 @@ import pyarrow.parquet as pq
 
 from recsys.artifact.versions import read_manifest, resolve_version, set_latest, write_version
 from recsys.index.base import IndexConfig
-from recsys.indexing.operations import add_items, build_artifact_index, load_artifact_index
+from recsys.indexing.derived_versions import load_artifact_index
+from recsys.indexing.operations import add_items, build_artifact_index
 
 logger = logging.getLogger("bench_index_artifact")
 

@@ -29,7 +29,6 @@ from recsys.features.contract import FeatureConfig
 
 log = logging.getLogger(__name__)
 
-PROFILES_FILE = "profiles.parquet"
 PROFILES_FORMAT = "1"
 _FORMAT_KEY = b"recsys.profiles.format"
 

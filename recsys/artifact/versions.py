@@ -21,13 +21,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from recsys.artifact.layout import LATEST, MANIFEST
 from recsys.dataset.io import sha256_file
 
 log = logging.getLogger(__name__)
 
 ARTIFACT_SCHEMA_VERSION = 1
-MANIFEST = "manifest.json"
-LATEST = "LATEST"
 _VERSION_RE = re.compile(r"^v(\d{4,})$")
 
 

@@ -11,7 +11,7 @@ from recsys.logs import Progress, step
 
 
 def _print_index(version: Path) -> None:
-    from recsys.indexing.operations import describe_index
+    from recsys.indexing.derived_versions import describe_index
 
     print(json.dumps(describe_index(version), indent=2))
 
@@ -36,7 +36,7 @@ def _cmd_index_build(args: argparse.Namespace) -> int:
 
 
 def _cmd_index_tune(args: argparse.Namespace) -> int:
-    from recsys.indexing.operations import tune_artifact_index
+    from recsys.indexing.tuning import tune_artifact_index
 
     with step(f"tuning the index of {args.artifact} to recall@{args.k} >= {args.target_recall}"):
         version, _ = tune_artifact_index(

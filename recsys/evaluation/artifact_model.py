@@ -1,14 +1,13 @@
 """An exported model version as the evaluation uses it: query embeddings, exact ranking.
 
-:class:`ArtifactModel` reads an artifact version (config, catalog, item embeddings,
-vocabularies) and embeds queries with the query SavedModel's ``serve_ids`` signature;
+:class:`ArtifactModel` reads an artifact version, its checksums verified (config, catalog,
+item embeddings, vocabularies), and embeds queries with the query SavedModel's ``serve_ids``;
 :func:`model_features` maps evaluation examples to the features that signature takes,
 remapping ids when the examples were built with other vocabularies.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -18,10 +17,20 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from recsys.artifact.versions import read_manifest, resolve_version
-from recsys.config import Config
+from recsys.artifact.layout import (
+    CANDIDATE_MODEL_DIR,
+    EMBEDDINGS_FILE,
+    INDEX_DIR,
+    ITEMS_FILE,
+    QUERY_MODEL_DIR,
+    VOCAB_FILE,
+)
+from recsys.artifact.reader import open_version
+from recsys.evaluation.ranking import rank_by_day
 from recsys.features import contract as F
 from recsys.features.vocab import Vocabularies, Vocabulary
+from recsys.index.registry import load_index
+from recsys.inference.candidate_embedder import STRING_FEATURES, CandidateEmbedder
 
 log = logging.getLogger(__name__)
 
@@ -29,19 +38,21 @@ log = logging.getLogger(__name__)
 class ArtifactModel:
     """An exported model version: query SavedModel, item embeddings, vocabularies, index."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.version_dir = resolve_version(path)
-        self.manifest = read_manifest(self.version_dir)
-        raw = json.loads((self.version_dir / "config.json").read_text())
-        self.config = Config.from_dict(raw["config"], str(self.version_dir / "config.json"))
-        self.reference_time = int(raw["reference_time"])
-        self.content_dim: int | None = raw.get("content_dim")  # None: no content input
+    def __init__(self, path: str | Path, verify: bool = True) -> None:
+        """Open version or model folder ``path``, its checksums verified unless ``verify`` is
+        False (the caller has just verified it); ArtifactError naming what is wrong."""
+        version = open_version(path, verify=verify)
+        self.version_dir = version.path
+        self.manifest = version.manifest
+        self.config = version.settings.config
+        self.reference_time = version.settings.reference_time
+        self.content_dim = version.settings.content_dim  # None: no content input
         self.temperature = float(self.config.model.temperature)
-        self.items = pq.read_table(self.version_dir / "items.parquet").to_pandas()
+        self.items = pq.read_table(self.version_dir / ITEMS_FILE).to_pandas()
         self.item_embeddings = np.load(
-            self.version_dir / "item_embeddings.npy", allow_pickle=False
+            self.version_dir / EMBEDDINGS_FILE, allow_pickle=False
         ).astype(np.float32)
-        self.vocabularies = Vocabularies.load(self.version_dir / "vocabularies.json")
+        self.vocabularies = Vocabularies.load(self.version_dir / VOCAB_FILE)
         self._serve_ids: Any = None
 
     @property
@@ -51,9 +62,9 @@ class ArtifactModel:
 
     def _signature(self) -> Any:
         if self._serve_ids is None:
-            import tensorflow as tf
+            import tensorflow as tf  # TensorFlow: only once queries are embedded
 
-            loaded = tf.saved_model.load(str(self.version_dir / "query_model"))
+            loaded = tf.saved_model.load(str(self.version_dir / QUERY_MODEL_DIR))
             self._loaded = loaded  # keep the module alive while the signature is used
             self._serve_ids = loaded.signatures["serve_ids"]
         return self._serve_ids
@@ -69,7 +80,7 @@ class ArtifactModel:
         progress: Callable[[int, int], None] | None = None,
     ) -> np.ndarray:
         """Query embeddings ``[n, d]`` from id features ``[n, ...]`` through ``serve_ids``."""
-        import tensorflow as tf
+        import tensorflow as tf  # TensorFlow: only once queries are embedded
 
         fn = self._signature()
         specs = self.input_specs()
@@ -107,17 +118,14 @@ class ArtifactModel:
         at the training cut-off only: it would give every later upload age 0 and rank
         videos not yet uploaded.)
         """
-        from recsys.evaluation.ranking import rank_by_day
-        from recsys.indexing.new_videos import CandidateEmbedder
-
         strings = {
             name: items[name].fillna("").astype(str).to_numpy(dtype=object)
-            for name in ("item_id", "channel", "category", "title")
+            for name in STRING_FEATURES
         }
         upload = items["upload_time"].to_numpy(np.int64)
         wants_content = self.content_dim is not None and content is not None
         embed = CandidateEmbedder(
-            self.version_dir / "candidate_model",
+            self.version_dir / CANDIDATE_MODEL_DIR,
             strings,
             upload,
             content if wants_content else None,
@@ -127,10 +135,8 @@ class ArtifactModel:
 
     def rank_served(self, query_embeddings: np.ndarray, k: int) -> tuple[np.ndarray, str] | None:
         """Top-``k`` rows ``[n, k]`` from the served index, and its kind; None without one."""
-        from recsys.index.registry import load_index
-
-        index_dir = self.version_dir / "index"
-        if not (index_dir / "index.json").is_file():
+        index_dir = self.version_dir / INDEX_DIR
+        if not index_dir.is_dir():
             return None
         index = load_index(index_dir, expected_dim=self.item_embeddings.shape[1])
         ids, _ = index.search_batch(query_embeddings, k)

@@ -1,16 +1,15 @@
 """An artifact version's catalog and index, read and checked; new versions derived from it.
 
-The layer under :mod:`recsys.indexing.operations`. A version is opened only after its files match
-its
-manifest's sha256s, so that a corrupt file is never copied into, and re-signed by, a derived
-version. ``items.parquet`` and ``item_embeddings.npy`` are row-aligned, and the index's live
-ids are exactly the items.
+The layer under :mod:`recsys.indexing.operations`. Versions are opened with
+:func:`recsys.artifact.reader.open_version`, after their files match their manifest's sha256s,
+so that a corrupt file is never copied into, and re-signed by, a derived version.
+``items.parquet`` and ``item_embeddings.npy`` are row-aligned, and the index's live ids are
+exactly the items.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import shutil
 import time
@@ -23,56 +22,20 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from recsys.artifact.versions import (
-    ArtifactError,
-    Manifest,
-    read_manifest,
-    resolve_version,
-    verify_artifact,
-    write_version,
-)
+from recsys.artifact.layout import CONFIG_FILE, EMBEDDINGS_FILE, INDEX_DIR, ITEMS_FILE
+from recsys.artifact.reader import ArtifactVersion, open_version
+from recsys.artifact.versions import ArtifactError, read_manifest, resolve_version, write_version
 from recsys.index.base import Index, IndexLoadError
 from recsys.index.registry import load_index
 from recsys.index.scann_index import ScannIndex
 
 logger = logging.getLogger(__name__)
 
-# The artifact layout of recsys_training.export (not imported: it would pull in training).
-ITEMS_FILE = "items.parquet"
-EMBEDDINGS_FILE = "item_embeddings.npy"
-CONFIG_FILE = "config.json"
-INDEX_DIR = "index"
-CANDIDATE_MODEL_DIR = "candidate_model"
 _MAX_LISTED = 5
 
 
 class ArtifactIndexError(ArtifactError, ValueError):
     """An artifact's index, items or embeddings are missing, inconsistent or corrupt."""
-
-
-@dataclasses.dataclass(frozen=True)
-class ArtifactVersion:
-    """A verified artifact version: its folder, manifest and ``config.json``."""
-
-    path: Path
-    manifest: Manifest
-    settings: dict[str, Any]
-
-    @property
-    def embedding_dim(self) -> int:
-        """Length of the item embeddings (config.json ``embedding_dim``)."""
-        return int(self.settings["embedding_dim"])
-
-    @property
-    def content_dim(self) -> int | None:
-        """Length of the content embedding input, or None when the model uses none."""
-        value = self.settings.get("content_dim")
-        return None if value is None else int(value)
-
-    @property
-    def reference_time(self) -> int:
-        """Unix seconds at which item embeddings are computed (upload age measured to it)."""
-        return int(self.settings["reference_time"])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +66,7 @@ def positive_int(value: object, name: str) -> int:
 
 
 @contextmanager
-def artifact_errors(where: Path) -> Iterator[None]:
+def artifact_errors(where: str | Path) -> Iterator[None]:
     """Turn index and artifact errors into ArtifactIndexError (a ValueError the CLI reports)."""
     try:
         yield
@@ -113,36 +76,6 @@ def artifact_errors(where: Path) -> Iterator[None]:
         raise ArtifactIndexError(f"{where}: {error}") from error
     except ArtifactError as error:
         raise ArtifactIndexError(str(error)) from error
-
-
-def open_version(artifact: str | Path) -> ArtifactVersion:
-    """Resolve `artifact` (model or version folder), verify its checksums, read config.json."""
-    started = time.perf_counter()
-    with artifact_errors(Path(artifact)):
-        path = resolve_version(artifact)
-        manifest = verify_artifact(path)
-    config_path = path / CONFIG_FILE
-    try:
-        settings = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
-        raise ArtifactIndexError(f"{config_path}: unreadable ({error})") from error
-    if not isinstance(settings, dict):
-        raise ArtifactIndexError(f"{config_path}: expected a JSON object")
-    for key, may_be_none in (("embedding_dim", False), ("content_dim", True)):
-        value = settings.get(key)
-        if not (may_be_none and value is None) and (
-            isinstance(value, bool) or not isinstance(value, int) or value <= 0
-        ):
-            raise ArtifactIndexError(f"{config_path}: {key} must be a positive int: {value!r}")
-    reference_time = settings.get("reference_time")
-    if isinstance(reference_time, bool) or not isinstance(reference_time, int):
-        raise ArtifactIndexError(
-            f"{config_path}: reference_time must be Unix seconds (int): {reference_time!r}"
-        )
-    logger.info(
-        "verified %s (%d files) in %.2f s", path, len(manifest.files), time.perf_counter() - started
-    )
-    return ArtifactVersion(path, manifest, settings)
 
 
 def read_catalog(version: ArtifactVersion) -> Catalog:
@@ -156,16 +89,16 @@ def read_catalog(version: ArtifactVersion) -> Catalog:
         raise ArtifactIndexError(f"{version.path}: cannot read the catalog ({error})") from error
     if "item_id" not in items.column_names:
         raise ArtifactIndexError(f"{items_path}: has no item_id column")
-    expected = (items.num_rows, version.embedding_dim)
+    expected = (items.num_rows, version.settings.embedding_dim)
     if embeddings.dtype != np.float32 or embeddings.shape != expected:
         raise ArtifactIndexError(
             f"{embeddings_path}: {embeddings.dtype} {list(embeddings.shape)}, expected float32 "
-            f"{list(expected)} ({ITEMS_FILE} rows x config.json embedding_dim)"
+            f"{list(expected)} ({ITEMS_FILE} rows x {CONFIG_FILE} embedding_dim)"
         )
     logger.info(
         "read %d items x %d dims from %s in %.2f s",
         items.num_rows,
-        version.embedding_dim,
+        version.settings.embedding_dim,
         version.path,
         time.perf_counter() - started,
     )
@@ -175,14 +108,14 @@ def read_catalog(version: ArtifactVersion) -> Catalog:
 def load_version_index(version: ArtifactVersion) -> Index:
     """Load the version's index, checking its dimension and that it holds every catalog item."""
     directory = version.path / INDEX_DIR
-    if not (directory / "index.json").is_file():
+    if not directory.is_dir():
         raise ArtifactIndexError(
-            f"{version.path}: has no index (no {INDEX_DIR}/index.json; exported without one?): "
+            f"{version.path}: has no index (no {INDEX_DIR}/; exported without one?): "
             f"build it with `recsys index build --artifact {version.path}`"
         )
     started = time.perf_counter()
     with artifact_errors(version.path):
-        index = load_index(directory, expected_dim=version.embedding_dim)
+        index = load_index(directory, expected_dim=version.settings.embedding_dim)
     num_items = pq.read_metadata(version.path / ITEMS_FILE).num_rows
     if len(index) != num_items:
         raise ArtifactIndexError(
@@ -201,7 +134,9 @@ def load_version_index(version: ArtifactVersion) -> Index:
 
 def load_artifact_index(version_dir: str | Path) -> Index:
     """Verify an artifact version's checksums and load its index, checked against its catalog."""
-    return load_version_index(open_version(version_dir))
+    with artifact_errors(version_dir):
+        version = open_version(version_dir)
+    return load_version_index(version)
 
 
 def index_entry(index: Index, previous: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -1,9 +1,9 @@
 """New videos for a live artifact: read and check their Parquet file, embed them with the model.
 
-The file holds canonical ``items`` rows (see :data:`recsys.dataset.schema.ITEMS`). Every problem is
-reported with the file, column and first rows (counted from 0), all at once. Embedding goes
-through the artifact's candidate SavedModel and its raw-feature signature, so a new video is
-embedded exactly as the export embedded the catalog.
+The file holds canonical ``items`` rows (see :data:`recsys.dataset.schema.ITEMS`). Every
+problem is reported with the file, column and first rows (counted from 0), all at once.
+Embedding goes through :class:`recsys.inference.candidate_embedder.CandidateEmbedder`, so a
+new video is embedded exactly as the export embedded the catalog.
 """
 
 from __future__ import annotations
@@ -21,15 +21,16 @@ import pyarrow.parquet as pq
 
 from recsys.dataset.schema import ITEMS, MIN_UPLOAD_TIME
 from recsys.dataset.validation import MAX_ROWS_SHOWN, Problem
-from recsys.features.contract import SECONDS_PER_DAY
-from recsys.indexing.derived_versions import ArtifactIndexError
+from recsys.inference.candidate_embedder import (
+    CONTENT_COLUMN,
+    DEFAULT_EMBED_BATCH,
+    STRING_FEATURES,
+    CandidateEmbedder,
+)
 from recsys.logs import ProgressFn
 
 logger = logging.getLogger(__name__)
 
-CONTENT_COLUMN = "content_embedding"
-STRING_FEATURES = ("item_id", "channel", "category", "title")
-DEFAULT_EMBED_BATCH = 1024
 _TOMORROW_SLACK_S = 86_400
 
 
@@ -219,76 +220,6 @@ def read_new_items(path: Path, content_dim: int | None, now: int | None = None) 
         time.perf_counter() - started,
     )
     return NewItems(path, checked, content)
-
-
-def upload_age_days(upload_time: np.ndarray, reference_time: int) -> np.ndarray:
-    """Days from `upload_time: [n]` (Unix s) to `reference_time`, clipped at 0: float32 `[n]`."""
-    age_s = np.int64(reference_time) - np.asarray(upload_time, dtype=np.int64)
-    return (np.maximum(age_s, 0) / SECONDS_PER_DAY).astype(np.float32)
-
-
-class CandidateEmbedder:
-    """A catalog embedded by the candidate SavedModel's raw signature, at any reference time.
-
-    The string features (``item_id``, ``channel``, ``category``, ``title``; "" for unknown),
-    upload times and content embeddings are fixed; :meth:`__call__` gives the embeddings with
-    each video's upload age at ``reference_time`` (the model is loaded once).
-    """
-
-    def __init__(
-        self,
-        candidate_model: Path,
-        strings: dict[str, np.ndarray],
-        upload_time: np.ndarray,
-        content_embedding: np.ndarray | None,
-        batch_size: int = DEFAULT_EMBED_BATCH,
-    ) -> None:
-        """Load ``candidate_model`` and check it takes exactly the features given."""
-        import tensorflow as tf
-
-        from recsys.model.signatures import CANDIDATE_SIGNATURE
-
-        self._loaded = tf.saved_model.load(str(candidate_model))
-        self._serve = self._loaded.signatures[CANDIDATE_SIGNATURE]
-        self._wanted = sorted(self._serve.structured_input_signature[1])
-        wants_content = CONTENT_COLUMN in self._wanted
-        if wants_content != (content_embedding is not None):
-            raise ArtifactIndexError(
-                f"{candidate_model}: the candidate model "
-                f"{'takes' if wants_content else 'has no'} content_embedding input, but "
-                "config.json content_dim says otherwise: the artifact is inconsistent"
-            )
-        self._inputs: dict[str, np.ndarray] = {n: strings[n] for n in STRING_FEATURES}
-        if content_embedding is not None:
-            self._inputs[CONTENT_COLUMN] = np.asarray(content_embedding, dtype=np.float32)
-        unknown = sorted(set(self._wanted) - set(self._inputs) - {"upload_age"})
-        if unknown:
-            raise ArtifactIndexError(
-                f"{candidate_model}: the candidate model's {CANDIDATE_SIGNATURE} signature "
-                f"takes inputs {unknown} that a canonical items file does not provide"
-            )
-        self._upload_time = np.asarray(upload_time, dtype=np.int64)
-        self._batch_size = batch_size
-
-    def __len__(self) -> int:
-        """Videos in the catalog."""
-        return len(self._upload_time)
-
-    def __call__(self, reference_time: int, progress: ProgressFn | None = None) -> np.ndarray:
-        """Candidate embeddings ``[n, d]`` with upload ages at ``reference_time``."""
-        import tensorflow as tf
-
-        inputs = dict(self._inputs, upload_age=upload_age_days(self._upload_time, reference_time))
-        outputs = []
-        total = len(self)
-        for start in range(0, total, self._batch_size):
-            stop = min(total, start + self._batch_size)
-            feeds = {name: tf.constant(inputs[name][start:stop]) for name in self._wanted}
-            out = self._serve(**feeds)["candidate_embedding"].numpy()
-            outputs.append(out.astype(np.float32))
-            if progress is not None:
-                progress(stop, total)
-        return np.concatenate(outputs) if outputs else np.zeros((0, 0), dtype=np.float32)
 
 
 def embed_new_items(

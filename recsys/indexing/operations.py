@@ -4,7 +4,8 @@ Every operation reads a version (checked against its manifest's sha256s first), 
 version derived from it (``manifest.parent`` names the old one) and moves ``LATEST``; the old
 version is never changed. Added videos go into the index without a rebuild (ScaNN: an exact
 delta beside the tree; removed ones are tombstones) until the next ``build_artifact_index``.
-Tuning itself lives in :mod:`recsys.indexing.tuning` (re-exported here).
+Tuning an index in place lives in :mod:`recsys.indexing.tuning`, reading and deriving
+versions in :mod:`recsys.indexing.derived_versions`.
 """
 
 from __future__ import annotations
@@ -19,64 +20,35 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from recsys.artifact.layout import CANDIDATE_MODEL_DIR, INDEX_DIR, ITEMS_FILE
+from recsys.artifact.reader import ArtifactVersion, open_version
 from recsys.index.base import IndexConfig
 from recsys.index.registry import build_index
 from recsys.index.scann_index import ScannIndex
 from recsys.indexing.derived_versions import (
-    CANDIDATE_MODEL_DIR,
-    INDEX_DIR,
-    ITEMS_FILE,
     ArtifactIndexError,
     Catalog,
+    artifact_errors,
     derive_version,
-    describe_index,
     index_entry,
     listed,
-    load_artifact_index,
     load_version_index,
-    open_version,
     positive_int,
     read_catalog,
     save_catalog,
     save_index,
 )
-from recsys.indexing.new_videos import (
-    DEFAULT_EMBED_BATCH,
-    ItemsFileError,
-    embed_new_items,
-    read_new_items,
-)
+from recsys.indexing.new_videos import NewItems, embed_new_items, read_new_items
 from recsys.indexing.tuning import (
     TUNE_K,
     TUNE_QUERIES,
     TUNE_TARGET_RECALL,
-    TuningNotApplicableError,
     has_profiles,
     profile_queries,
-    proxy_queries,
-    tune_artifact_index,
     tune_index,
 )
+from recsys.inference.candidate_embedder import DEFAULT_EMBED_BATCH
 from recsys.logs import ProgressFn
-
-__all__ = [
-    "TUNE_K",
-    "TUNE_QUERIES",
-    "TUNE_TARGET_RECALL",
-    "ArtifactIndexError",
-    "ItemsFileError",
-    "TuningNotApplicableError",
-    "add_items",
-    "build_artifact_index",
-    "describe_index",
-    "load_artifact_index",
-    "profile_queries",
-    "proxy_queries",
-    "read_id_file",
-    "remove_items",
-    "tune_artifact_index",
-    "tune_index",
-]
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +63,8 @@ def build_artifact_index(
     `tune_artifact_index` would pick, in the same new version.
     """
     started = time.perf_counter()
-    version = open_version(artifact)
+    with artifact_errors(artifact):
+        version = open_version(artifact)
     catalog = read_catalog(version)
     config = config or IndexConfig.for_corpus_size(len(catalog.embeddings))
     resolved = config.resolve(len(catalog.embeddings))
@@ -154,6 +127,43 @@ def _conform(new_rows: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema)
 
 
+def _embed(
+    version: ArtifactVersion, new_items: NewItems, batch_size: int, progress: ProgressFn | None
+) -> np.ndarray:
+    """Candidate embeddings `[n, dim]` of `new_items`, checked finite and of the model's dim."""
+    model = version.path / CANDIDATE_MODEL_DIR
+    with artifact_errors(version.path):
+        embeddings = embed_new_items(
+            model,
+            new_items,
+            version.settings.reference_time,
+            batch_size=batch_size,
+            progress=progress,
+        )
+    expected = (len(new_items), version.settings.embedding_dim)
+    if embeddings.shape != expected or not np.isfinite(embeddings).all():
+        raise ArtifactIndexError(
+            f"{model}: returned {list(embeddings.shape)} embeddings "
+            f"(finite: {bool(np.isfinite(embeddings).all())}), expected finite {list(expected)}"
+        )
+    return embeddings
+
+
+def _with_new_rows(
+    catalog: Catalog, new_items: NewItems, embeddings: np.ndarray, replaced: np.ndarray
+) -> Catalog:
+    """`catalog` without its `replaced: [num_items]` rows, then the new videos at the end."""
+    # Replaced rows move to the end with their new features; masking copies, so only then.
+    kept_items, kept_embeddings = catalog.items, catalog.embeddings
+    if replaced.any():
+        kept_items = kept_items.filter(pa.array(~replaced))
+        kept_embeddings = kept_embeddings[~replaced]
+    return Catalog(
+        pa.concat_tables([kept_items, _conform(new_items.table, catalog.items.schema)]),
+        np.concatenate([kept_embeddings, embeddings]),
+    )
+
+
 def add_items(
     artifact: str | Path,
     items_file: str | Path,
@@ -167,24 +177,13 @@ def add_items(
     """
     started = time.perf_counter()
     batch_size = positive_int(batch_size, "batch_size")
-    version = open_version(artifact)
-    new_items = read_new_items(Path(items_file), version.content_dim)
+    with artifact_errors(artifact):
+        version = open_version(artifact)
+    new_items = read_new_items(Path(items_file), version.settings.content_dim)
     catalog = read_catalog(version)
     index = load_version_index(version)
-    embeddings = embed_new_items(
-        version.path / CANDIDATE_MODEL_DIR,
-        new_items,
-        version.reference_time,
-        batch_size=batch_size,
-        progress=progress,
-    )
+    embeddings = _embed(version, new_items, batch_size, progress)
     ids = new_items.ids
-    if embeddings.shape != (len(ids), version.embedding_dim) or not np.isfinite(embeddings).all():
-        raise ArtifactIndexError(
-            f"{version.path / CANDIDATE_MODEL_DIR}: returned {list(embeddings.shape)} embeddings "
-            f"(finite: {bool(np.isfinite(embeddings).all())}), expected finite "
-            f"[{len(ids)}, {version.embedding_dim}]"
-        )
     replaced = _rows_of(catalog, ids)
     if replaced.any():
         old_ids = catalog.items.column("item_id").filter(pa.array(replaced)).to_pylist()
@@ -197,15 +196,7 @@ def add_items(
     index_started = time.perf_counter()
     index.add(ids, embeddings)
     index_s = time.perf_counter() - index_started
-    # Replaced rows move to the end with their new features; masking copies, so only then.
-    kept_items, kept_embeddings = catalog.items, catalog.embeddings
-    if replaced.any():
-        kept_items = kept_items.filter(pa.array(~replaced))
-        kept_embeddings = kept_embeddings[~replaced]
-    updated = Catalog(
-        pa.concat_tables([kept_items, _conform(new_items.table, catalog.items.schema)]),
-        np.concatenate([kept_embeddings, embeddings]),
-    )
+    updated = _with_new_rows(catalog, new_items, embeddings, replaced)
     entry = index_entry(index, version.manifest.index)
     entry["last_update"] = {
         "op": "add",
@@ -256,7 +247,8 @@ def remove_items(artifact: str | Path, item_ids: Sequence[str]) -> Path:
     """Remove videos from the index (tombstones), items and embeddings; a new version."""
     started = time.perf_counter()
     ids = _check_item_ids(item_ids)
-    version = open_version(artifact)
+    with artifact_errors(artifact):
+        version = open_version(artifact)
     catalog = read_catalog(version)
     removed = _rows_of(catalog, ids)
     known = set(catalog.items.column("item_id").filter(pa.array(removed)).to_pylist())

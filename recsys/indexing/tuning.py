@@ -17,16 +17,18 @@ from typing import Any
 
 import numpy as np
 
+from recsys.artifact.layout import PROFILES_FILE, QUERY_MODEL_DIR
+from recsys.artifact.reader import ArtifactVersion, open_version
 from recsys.index.base import Index
 from recsys.index.exact import ExactIndex
 from recsys.index.scann_index import ScannIndex
 from recsys.index.tuning import TuneResult, tune_scann
 from recsys.indexing.derived_versions import (
     ArtifactIndexError,
+    artifact_errors,
     derive_version,
     index_entry,
     load_version_index,
-    open_version,
     positive_int,
     read_catalog,
     save_index,
@@ -100,9 +102,7 @@ def _profile_queries_and_index(
 
 
 def has_profiles(version_path: Path) -> bool:
-    from recsys.artifact.profiles import PROFILES_FILE
-    from recsys.inference.loading import QUERY_MODEL_DIR
-
+    """Whether the version has stored profiles and a query tower to embed them with."""
     return (version_path / PROFILES_FILE).is_file() and (version_path / QUERY_MODEL_DIR).is_dir()
 
 
@@ -157,6 +157,37 @@ def tune_index(
     }
 
 
+def _check_tune_arguments(target_recall: float, query_noise: float, queries: str) -> None:
+    """ValueError naming the first of these arguments that is out of range."""
+    if isinstance(target_recall, bool) or not isinstance(target_recall, int | float):
+        raise ValueError(f"target_recall must be a number in (0, 1]: got {target_recall!r}")
+    if not 0.0 < target_recall <= 1.0:
+        raise ValueError(f"target_recall must be in (0, 1]: got {target_recall}")
+    if not math.isfinite(query_noise) or query_noise < 0:
+        raise ValueError(f"query_noise must be a finite number >= 0: got {query_noise!r}")
+    if queries not in QUERY_SOURCES:
+        raise ValueError(f"queries must be one of {QUERY_SOURCES}: got {queries!r}")
+
+
+def _tunable_index(version: ArtifactVersion) -> ScannIndex:
+    """The version's index; TuningNotApplicableError unless it is a ScaNN tree."""
+    index = load_version_index(version)
+    if not isinstance(index, ScannIndex) or index.num_leaves is None:
+        why = (
+            "it is an exact index (the default below 20,000 items): every search already "
+            "returns the exact top k"
+            if isinstance(index, ExactIndex)
+            else "it is a ScaNN brute-force index (no tree: too few items or scoring="
+            "'brute_force'), whose search is exact"
+        )
+        raise TuningNotApplicableError(
+            f"tuning is not applicable to the index of {version.path} ({len(index)} items): "
+            f"{why}. Nothing was written. To tune, build a ScaNN tree index first: "
+            f"`recsys index build --artifact {version.path} --kind scann`"
+        )
+    return index
+
+
 def tune_artifact_index(
     artifact: str | Path,
     k: int = TUNE_K,
@@ -175,29 +206,10 @@ def tune_artifact_index(
     started = time.perf_counter()
     k = positive_int(k, "k")
     num_queries = positive_int(num_queries, "num_queries")
-    if isinstance(target_recall, bool) or not isinstance(target_recall, int | float):
-        raise ValueError(f"target_recall must be a number in (0, 1]: got {target_recall!r}")
-    if not 0.0 < target_recall <= 1.0:
-        raise ValueError(f"target_recall must be in (0, 1]: got {target_recall}")
-    if not math.isfinite(query_noise) or query_noise < 0:
-        raise ValueError(f"query_noise must be a finite number >= 0: got {query_noise!r}")
-    if queries not in QUERY_SOURCES:
-        raise ValueError(f"queries must be one of {QUERY_SOURCES}: got {queries!r}")
-    version = open_version(artifact)
-    index = load_version_index(version)
-    if not isinstance(index, ScannIndex) or index.num_leaves is None:
-        why = (
-            "it is an exact index (the default below 20,000 items): every search already "
-            "returns the exact top k"
-            if isinstance(index, ExactIndex)
-            else "it is a ScaNN brute-force index (no tree: too few items or scoring="
-            "'brute_force'), whose search is exact"
-        )
-        raise TuningNotApplicableError(
-            f"tuning is not applicable to the index of {version.path} ({len(index)} items): "
-            f"{why}. Nothing was written. To tune, build a ScaNN tree index first: "
-            f"`recsys index build --artifact {version.path} --kind scann`"
-        )
+    _check_tune_arguments(target_recall, query_noise, queries)
+    with artifact_errors(artifact):
+        version = open_version(artifact)
+    index = _tunable_index(version)
     catalog = read_catalog(version)
     source = queries
     if source == "auto":

@@ -10,32 +10,34 @@ file; :class:`recsys.inference.recommender.Recommender` assembles the parts and 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from pathlib import Path
 
 import numpy as np
 
-from recsys.artifact.profiles import PROFILES_FILE, ProfileError, Profiles
-from recsys.artifact.versions import ArtifactError, Manifest, read_manifest, verify_artifact
+from recsys.artifact.layout import (
+    EMBEDDINGS_FILE,
+    INDEX_DIR,
+    ITEMS_FILE,
+    PROFILES_FILE,
+    QUERY_MODEL_DIR,
+    TFLITE_FILE,
+    VOCAB_FILE,
+)
+from recsys.artifact.profiles import ProfileError, Profiles
+from recsys.artifact.reader import open_version
+from recsys.artifact.versions import ArtifactError, Manifest
 from recsys.config import Config
 from recsys.features.context import RequestContext, encode_request
 from recsys.features.vocab import Vocabularies
 from recsys.index.base import Index, IndexLoadError
 from recsys.index.registry import load_index
-from recsys.inference.query_tower import TFLITE_FILE, QueryTower, TowerLoadError, load_query_tower
+from recsys.inference.query_tower import QueryTower, TowerLoadError, load_query_tower
 from recsys.inference.request import ModelLoadError, RecommenderOptions
 from recsys.inference.served_catalog import CatalogLoadError, ServedCatalog, read_served_catalog
 
 log = logging.getLogger(__name__)
-
-CONFIG_FILE = "config.json"
-VOCAB_FILE = "vocabularies.json"
-QUERY_MODEL_DIR = "query_model"
-INDEX_DIR = "index"
-ITEMS_FILE = "items.parquet"
-EMBEDDINGS_FILE = "item_embeddings.npy"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,18 +58,14 @@ class ModelFiles:
 def read_model_files(path: Path, options: RecommenderOptions, verify: bool = True) -> ModelFiles:
     """Read version folder ``path``; ModelLoadError naming the file when one is wrong.
 
-    Verifies every file's sha256 against the manifest first, unless ``verify`` is False.
+    Verifies every file's sha256 against the manifest first, unless ``verify`` is False
+    (the caller has just verified this folder).
     """
     try:
-        manifest = verify_artifact(path) if verify else read_manifest(path)
+        version = open_version(path, verify=verify)
     except ArtifactError as exc:
         raise ModelLoadError(str(exc)) from exc
-    try:
-        raw = json.loads((path / CONFIG_FILE).read_text())
-        config = Config.from_dict(raw["config"], source=str(path / CONFIG_FILE))
-        dim = int(raw["embedding_dim"])
-    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise ModelLoadError(f"{path / CONFIG_FILE}: not a valid model config ({exc})") from exc
+    path, config, dim = version.path, version.settings.config, version.settings.embedding_dim
     try:
         vocabs = Vocabularies.load(path / VOCAB_FILE)
     except ValueError as exc:
@@ -112,7 +110,9 @@ def read_model_files(path: Path, options: RecommenderOptions, verify: bool = Tru
             raise ModelLoadError(str(exc)) from exc
     else:
         log.warning("%s: no %s; requests need an explicit context", path, PROFILES_FILE)
-    return ModelFiles(path, manifest, config, vocabs, tower, index, catalog, embeddings, profiles)
+    return ModelFiles(
+        path, version.manifest, config, vocabs, tower, index, catalog, embeddings, profiles
+    )
 
 
 def _tower_probes(vocabs: Vocabularies, config: Config) -> list[dict[str, np.ndarray]]:

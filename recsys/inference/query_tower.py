@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 
 QUERY_IDS_SIGNATURE = "serve_ids"  # recsys.model.signatures.QUERY_IDS_SIGNATURE (kept TF-free here)
 OUTPUT = "query_embedding"
-TFLITE_FILE = "query_model.tflite"
 MAX_ABS_DIFFERENCE = 1e-5
 Runtime = Literal["auto", "tflite", "savedmodel"]
 RUNTIMES: tuple[str, ...] = ("auto", "tflite", "savedmodel")

@@ -29,13 +29,14 @@ from pathlib import Path
 
 import numpy as np
 
+from recsys.artifact.layout import EMBEDDINGS_FILE
 from recsys.artifact.profiles import Profiles
 from recsys.artifact.versions import Manifest
 from recsys.config import Config
 from recsys.features.context import RequestContext, encode_request
 from recsys.features.vocab import Vocabularies
 from recsys.index.base import Index
-from recsys.inference.loading import EMBEDDINGS_FILE, read_model_files
+from recsys.inference.loading import read_model_files
 from recsys.inference.profile_features import EncodedProfiles
 from recsys.inference.query_tower import QueryTower, QueryTowerBatcher
 from recsys.inference.request import (

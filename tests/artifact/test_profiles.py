@@ -9,13 +9,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from recsys.artifact.profiles import (
-    PROFILES_FILE,
-    ProfileError,
-    Profiles,
-    build_profiles,
-    write_profiles,
-)
+from recsys.artifact.layout import PROFILES_FILE
+from recsys.artifact.profiles import ProfileError, Profiles, build_profiles, write_profiles
 from recsys.examples.building import event_log
 from recsys.features import contract as F
 from recsys.features.context import RequestContext, encode_request

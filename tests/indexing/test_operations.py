@@ -18,17 +18,13 @@ from recsys.index.base import IndexConfig
 from recsys.index.exact import ExactIndex
 from recsys.index.recall import recall_at_k
 from recsys.index.scann_index import ScannIndex
-from recsys.indexing.operations import (
-    ArtifactIndexError,
-    ItemsFileError,
+from recsys.indexing.derived_versions import ArtifactIndexError, describe_index, load_artifact_index
+from recsys.indexing.new_videos import ItemsFileError
+from recsys.indexing.operations import add_items, build_artifact_index, read_id_file, remove_items
+from recsys.indexing.tuning import (
     TuningNotApplicableError,
-    add_items,
-    build_artifact_index,
-    describe_index,
-    load_artifact_index,
+    profile_queries,
     proxy_queries,
-    read_id_file,
-    remove_items,
     tune_artifact_index,
 )
 
@@ -131,8 +127,6 @@ def test_tune_records_a_recall_meeting_the_target(scann_version: Path) -> None:
 def test_tune_on_profile_queries_meets_the_target_on_the_models_own_queries(
     scann_version: Path,
 ) -> None:
-    from recsys.indexing.operations import profile_queries
-
     # "auto": the version has stored profiles and a query tower, so their queries are used
     tuned, result = tune_artifact_index(scann_version, k=10, target_recall=0.9, num_queries=150)
     tuning = verify_artifact(tuned).index["tuning"]
@@ -150,8 +144,6 @@ def test_tune_on_profile_queries_meets_the_target_on_the_models_own_queries(
 
 
 def test_build_with_tune_saves_a_setting_tuned_on_profile_queries(model: Path) -> None:
-    from recsys.indexing.operations import profile_queries
-
     built = build_artifact_index(model / "v0001", SCANN_CONFIG, tune=True, seed=3)
     manifest = verify_artifact(built)
     tuning = manifest.index["tuning"]

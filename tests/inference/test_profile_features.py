@@ -8,7 +8,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from recsys.artifact.profiles import PROFILE_SCHEMA, PROFILES_FILE, ProfileError, Profiles
+from recsys.artifact.layout import PROFILES_FILE
+from recsys.artifact.profiles import PROFILE_SCHEMA, ProfileError, Profiles
 from recsys.features import contract as F
 from recsys.features.context import RequestContext, encode_request
 from recsys.features.contract import FeatureConfig

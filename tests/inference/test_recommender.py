@@ -317,19 +317,11 @@ def test_a_corrupt_version_is_refused(trained_artifact: Path, tmp_path: Path) ->
         Recommender.load(copy)
 
 
-def test_the_artifact_layout_names_agree_with_the_exporter() -> None:
-    import recsys.inference.loading as served
+def test_the_served_query_signature_is_the_exported_one() -> None:
     import recsys.inference.query_tower as served_tower
-    import recsys_training.export as exported
     from recsys.model.signatures import QUERY_IDS_SIGNATURE
 
-    assert served.ITEMS_FILE == exported.ITEMS_FILE
-    assert served.EMBEDDINGS_FILE == exported.EMBEDDINGS_FILE
-    assert served.CONFIG_FILE == exported.CONFIG_FILE
-    assert served.INDEX_DIR == exported.INDEX_DIR
-    assert served.QUERY_MODEL_DIR == exported.QUERY_MODEL_DIR
     assert served_tower.QUERY_IDS_SIGNATURE == QUERY_IDS_SIGNATURE
-    assert served_tower.TFLITE_FILE == exported.TFLITE_FILE
 
 
 def test_membership_in_a_sorted_pool_equals_isin() -> None:
