@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from recsys.examples.building import LABEL_TIME, ExampleSet
 from recsys.features import contract as F
+from recsys.index import exact_top_k
 from recsys.logs import ProgressFn
 
 log = logging.getLogger(__name__)
@@ -297,6 +298,7 @@ class TFRSBasic:
 
     def fit(self, train: TrainingData, progress: ProgressFn | None = None) -> TFRSBasic:
         """Train on ``(user_rows, item_rows)`` of ``train``; returns self."""
+        # TensorFlow loads when this baseline trains: the other baselines run without it.
         import tensorflow as tf
         import tensorflow_recommenders as tfrs
 
@@ -388,8 +390,6 @@ class TFRSBasic:
 
     def rank(self, queries: Queries, k: int) -> np.ndarray:
         """Exact top-``k`` catalog rows ``[n, k]`` by user-item dot product."""
-        from recsys.index import exact_top_k
-
         assert self.item_embeddings is not None, "TFRSBasic.fit must run before ranking"
         rows, _ = exact_top_k(self.query_embeddings(queries), self.item_embeddings, k)
         return rows
