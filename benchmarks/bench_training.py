@@ -32,10 +32,10 @@ from pathlib import Path
 from recsys.config import load_config
 from recsys.dataset.splits import Split
 from recsys.examples.building import VOCAB_FILE, load_catalog
+from recsys.examples.cache import prepare_examples
 from recsys.examples.pipeline import IN_MEMORY_MAX_BYTES, example_bytes, make_dataset
 from recsys.features.tables import ItemTable
 from recsys.features.vocab import Vocabularies
-from recsys_training.job import prepare_examples
 
 
 def cpu_seconds() -> float:

@@ -9,33 +9,39 @@ TensorBoard, measures validation Recall@K each epoch, and exports a versioned ar
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
+import tensorflow as tf
 
 from recsys.config import Config
 from recsys.dataset.splits import Split
 from recsys.dataset.validation import validate_dataset
-from recsys.examples.building import (
-    VOCAB_FILE,
-    ExampleSet,
-    build_examples,
-    load_catalog,
-    read_examples,
-)
+from recsys.examples.building import VOCAB_FILE, ExampleSet, load_catalog, read_examples
+from recsys.examples.cache import prepare_examples, short_digest
 from recsys.examples.pipeline import example_batches, make_dataset
 from recsys.features.tables import ItemTable
 from recsys.features.vocab import Vocabularies
-from recsys.logs import Progress, step
+from recsys.logs import step
+from recsys.model.towers import VocabSizes
+from recsys.model.two_tower import TwoTowerModel, make_optimizer
+from recsys_training.callbacks import (
+    EpochTracker,
+    EvalQueries,
+    RecallCallback,
+    catalog_recall,
+    query_embeddings,
+)
+from recsys_training.export import export_artifact
+from recsys_training.strategy import choose_strategy, configure_threads, enable_mixed_precision
 
 if TYPE_CHECKING:
     from recsys.index.base import IndexKind
@@ -52,41 +58,37 @@ class TrainResult:
     examples_dir: Path | None = None
 
 
-def _digest(payload: Any) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[
-        :12
-    ]
+@dataclass
+class _Inputs:
+    """The examples of one run and the catalog tables built from their vocabularies."""
+
+    examples_dir: Path
+    example_set: ExampleSet
+    vocabs: Vocabularies
+    items_df: pd.DataFrame
+    items: ItemTable
+    sizes: VocabSizes
+    batch: int  # the global batch: the configured one, at most the training examples
+    steps_per_epoch: int
+
+    @property
+    def num_train(self) -> int:
+        return self.example_set.counts["train"]
+
+    @property
+    def reference_time(self) -> int:
+        return self.example_set.train_end
 
 
-def prepare_examples(
-    data: Path, work: Path, split: Split, config: Config, progress: bool = True
-) -> tuple[Path, ExampleSet]:
-    """Build the example shards for (dataset, split, feature config), or reuse a matching build."""
-    from recsys.dataset.io import read_meta
+@dataclass
+class _Fitted:
+    """What the fit loop recorded."""
 
-    meta = read_meta(data)
-    key = _digest(
-        {
-            "data": meta.fingerprint,
-            "split": [split.name, split.cutoff, split.eval_fraction],
-            "features": config.features,
-            "seed": config.train.seed,
-        }
-    )
-    out = work / f"examples-{key}"
-    if (out / "examples.json").is_file():
-        log.info("reusing examples in %s", out)
-        return out, ExampleSet.load(out)
-    with step(f"building {split.name}-split examples from {data}"):
-        result = build_examples(
-            data,
-            out,
-            split,
-            config.features,
-            seed=config.train.seed,
-            progress=Progress("building examples", "partitions", enabled=progress),
-        )
-    return out, result
+    history: dict[str, list[float]]
+    tracker: EpochTracker
+    recall: RecallCallback
+    seconds: float
+    backup: Path  # the BackupAndRestore folder of this run
 
 
 def train(
@@ -107,8 +109,6 @@ def train(
     ``index_kind``: the exported index, "auto" (exact below 20,000 videos, else ScaNN, tuned
     on the held-out queries), "exact" or "scann".
     """
-    from recsys_training.strategy import choose_strategy, configure_threads
-
     config = config or Config()
     split = split or Split("time")
     data, artifacts = Path(data), Path(artifacts)
@@ -116,53 +116,86 @@ def train(
     # The strategy comes first: MultiWorkerMirroredStrategy must exist before any TF op runs.
     configure_threads(config.train.intra_op_threads, config.train.inter_op_threads)
     strategy = choose_strategy()
-    import tensorflow as tf
-
-    from recsys.model.towers import VocabSizes
-    from recsys.model.two_tower import TwoTowerModel, make_optimizer
-    from recsys_training.callbacks import (
-        EpochTracker,
-        EvalQueries,
-        RecallCallback,
-        catalog_recall,
-        query_embeddings,
-    )
-
     is_chief = _is_chief(strategy)
     with step(f"validating {data}"):
         validate_dataset(data).raise_if_invalid()
     work = Path(work_dir) if work_dir else artifacts / name / ".work"
     work.mkdir(parents=True, exist_ok=True)
-    examples_dir, example_set = prepare_examples(data, work, split, config, progress and is_chief)
+    inputs = _prepare_inputs(data, work, split, config, progress and is_chief)
+    total_epochs = epochs or config.train.epochs
+    tf.keras.utils.set_random_seed(config.train.seed)
+    if config.train.mixed_precision:
+        enable_mixed_precision()
+    # The order of what follows is the order TF draws its op seeds in: keep it.
+    dataset = _distributed_dataset(strategy, inputs, config.train.seed)
+    model = _build_model(strategy, inputs, config)
+    queries = EvalQueries(
+        read_examples(inputs.examples_dir, "eval", limit=max_eval_queries, seed=config.train.seed)
+    )
+    fitted = _fit(
+        strategy, model, dataset, inputs, queries, config, total_epochs, work, is_chief, progress
+    )
+    # Embedded once: the final recall and the export's index tuning both use them.
+    embedded = query_embeddings(model.query_tower, queries) if len(queries) else None
+    final = catalog_recall(model, inputs.items, queries, config.train.recall_ks, embedded=embedded)
+    metrics = _metrics(split, queries, final, fitted, inputs, total_epochs, strategy)
+    log.info("final recall on %d eval queries: %s", len(queries), metrics["recall"])
+    version_dir = _export(
+        model,
+        artifacts,
+        name,
+        config,
+        inputs,
+        data,
+        metrics,
+        is_chief=is_chief,
+        build_index=build_index,
+        index_kind=index_kind,
+        tuning_queries=embedded,
+    )
+    shutil.rmtree(fitted.backup, ignore_errors=True)  # the run completed: nothing to resume
+    log.info("training job finished in %.1f s", time.perf_counter() - started)
+    return TrainResult(version_dir, metrics, inputs.examples_dir)
+
+
+def _prepare_inputs(
+    data: Path, work: Path, split: Split, config: Config, progress: bool
+) -> _Inputs:
+    """The run's examples (built or reused), vocabularies, item table and batch shape."""
+    examples_dir, example_set = prepare_examples(data, work, split, config, progress)
     vocabs = Vocabularies.load(examples_dir / VOCAB_FILE)
     _, items_df, content = load_catalog(data)
     items = ItemTable.build(items_df, content, vocabs, config.features)
     content_dim = items.content_dim if config.model.use_content_embedding else None
     if content_dim is None:
-        items = _without_content(items)
-    sizes = VocabSizes.of(vocabs, content_dim)
-    reference_time = example_set.train_end
-    global_batch = config.train.batch_size
+        items = replace(items, content_embedding=None)
     num_train = example_set.counts["train"]
     if num_train == 0:
         raise ValueError(f"{data}: the {split.name} split leaves no training examples")
-    batch = min(global_batch, num_train)
-    steps_per_epoch = max(1, num_train // batch)
-    total_epochs = epochs or config.train.epochs
-    tf.keras.utils.set_random_seed(config.train.seed)
-    if config.train.mixed_precision:
-        from recsys_training.strategy import enable_mixed_precision
+    batch = min(config.train.batch_size, num_train)
+    return _Inputs(
+        examples_dir=examples_dir,
+        example_set=example_set,
+        vocabs=vocabs,
+        items_df=items_df,
+        items=items,
+        sizes=VocabSizes.of(vocabs, content_dim),
+        batch=batch,
+        steps_per_epoch=max(1, num_train // batch),
+    )
 
-        enable_mixed_precision()
+
+def _distributed_dataset(strategy: Any, inputs: _Inputs, seed: int) -> Any:
+    """The training examples, split over the strategy's input pipelines, repeated."""
 
     def dataset_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
-        per_replica = ctx.get_per_replica_batch_size(batch)
+        per_replica = ctx.get_per_replica_batch_size(inputs.batch)
         ds = make_dataset(
-            examples_dir,
+            inputs.examples_dir,
             "train",
-            items,
+            inputs.items,
             per_replica,
-            seed=config.train.seed,
+            seed=seed,
             drop_remainder=True,
             shard_index=ctx.input_pipeline_id,
             num_shards=ctx.num_input_pipelines,
@@ -170,16 +203,23 @@ def train(
         # Repeat so that every worker runs exactly steps_per_epoch steps (no ragged end).
         return ds.repeat()
 
-    dataset = strategy.distribute_datasets_from_function(dataset_fn)
+    return strategy.distribute_datasets_from_function(dataset_fn)
+
+
+def _build_model(strategy: Any, inputs: _Inputs, config: Config) -> TwoTowerModel:
+    """The two towers under the strategy's scope, built and compiled."""
     corpus = None
     if config.model.num_uniform_negatives > 0:
-        corpus = items.features(np.arange(len(items)), reference_time)
+        corpus = inputs.items.features(np.arange(len(inputs.items)), inputs.reference_time)
     # Build the towers on a real batch before fit, so BackupAndRestore restores into built
     # variables instead of deferring.
-    sample = next(example_batches(examples_dir, "train", items, 2, shuffle=False))
+    sample = next(example_batches(inputs.examples_dir, "train", inputs.items, 2, shuffle=False))
     with strategy.scope():
         model = TwoTowerModel(
-            config.model, sizes, candidate_corpus=corpus, reference_time=reference_time
+            config.model,
+            inputs.sizes,
+            candidate_corpus=corpus,
+            reference_time=inputs.reference_time,
         )
         model.query_tower(sample)
         model.candidate_tower(sample)
@@ -188,15 +228,28 @@ def train(
             optimizer=make_optimizer(config.train),
             steps_per_execution=config.train.steps_per_execution,
         )
-    queries = EvalQueries(
-        read_examples(examples_dir, "eval", limit=max_eval_queries, seed=config.train.seed)
-    )
-    run_key = _digest(
-        {"examples": examples_dir.name, "config": config.to_dict(), "epochs": total_epochs}
+    return model
+
+
+def _fit(
+    strategy: Any,
+    model: TwoTowerModel,
+    dataset: Any,
+    inputs: _Inputs,
+    queries: EvalQueries,
+    config: Config,
+    epochs: int,
+    work: Path,
+    is_chief: bool,
+    progress: bool,
+) -> _Fitted:
+    """Fit with epoch checkpoints (resuming a killed run), validation recall and TensorBoard."""
+    run_key = short_digest(
+        {"examples": inputs.examples_dir.name, "config": config.to_dict(), "epochs": epochs}
     )
     backup = work / f"checkpoints-{run_key}"
-    tracker = EpochTracker(total_epochs)
-    recall_cb = RecallCallback(items, queries, config.train.recall_ks)
+    tracker = EpochTracker(epochs)
+    recall_cb = RecallCallback(inputs.items, queries, config.train.recall_ks)
     callbacks = [
         tf.keras.callbacks.BackupAndRestore(str(backup)),
         tracker,
@@ -205,71 +258,92 @@ def train(
     ]
     log.info(
         "training on %d examples: %d epochs x %d steps, global batch %d, %d replicas",
-        num_train,
-        total_epochs,
-        steps_per_epoch,
-        batch,
+        inputs.num_train,
+        epochs,
+        inputs.steps_per_epoch,
+        inputs.batch,
         strategy.num_replicas_in_sync,
     )
-    fit_started = time.perf_counter()
+    started = time.perf_counter()
     history = model.fit(
         dataset,
-        epochs=total_epochs,
-        steps_per_epoch=steps_per_epoch,
+        epochs=epochs,
+        steps_per_epoch=inputs.steps_per_epoch,
         callbacks=callbacks,
         verbose=(1 if sys.stderr.isatty() and progress else 2) if is_chief else 0,
     )
-    fit_seconds = time.perf_counter() - fit_started
-    # Embedded once: the final recall and the export's index tuning both use them.
-    embedded = query_embeddings(model.query_tower, queries) if len(queries) else None
-    final = catalog_recall(model, items, queries, config.train.recall_ks, embedded=embedded)
-    epochs_here = len(tracker.epoch_seconds)
-    metrics: dict[str, Any] = {
+    return _Fitted(history.history, tracker, recall_cb, time.perf_counter() - started, backup)
+
+
+def _metrics(
+    split: Split,
+    queries: EvalQueries,
+    final: dict[int, float],
+    fitted: _Fitted,
+    inputs: _Inputs,
+    epochs: int,
+    strategy: Any,
+) -> dict[str, Any]:
+    """The run's metrics as the manifest records them."""
+    epochs_here = len(fitted.tracker.epoch_seconds)
+    seconds = fitted.seconds
+    return {
         "split": split.name,
         "eval_queries": len(queries),
         "recall": {str(k): v for k, v in final.items()},
-        "loss": [float(x) for x in history.history.get("loss", [])],
-        "validation": recall_cb.history,
+        "loss": [float(x) for x in fitted.history.get("loss", [])],
+        "validation": fitted.recall.history,
         "training": {
-            "examples": num_train,
-            "epochs": total_epochs,
-            "steps_per_epoch": steps_per_epoch,
-            "global_batch": batch,
+            "examples": inputs.num_train,
+            "epochs": epochs,
+            "steps_per_epoch": inputs.steps_per_epoch,
+            "global_batch": inputs.batch,
             "replicas": strategy.num_replicas_in_sync,
-            "resumed_from_epoch": tracker.first_epoch or 0,
-            "fit_seconds": fit_seconds,
-            "examples_per_second": (epochs_here * steps_per_epoch * batch / fit_seconds)
-            if fit_seconds > 0 and epochs_here
+            "resumed_from_epoch": fitted.tracker.first_epoch or 0,
+            "fit_seconds": seconds,
+            "examples_per_second": (epochs_here * inputs.steps_per_epoch * inputs.batch / seconds)
+            if seconds > 0 and epochs_here
             else None,
         },
     }
-    log.info("final recall on %d eval queries: %s", len(queries), metrics["recall"])
-    from recsys_training.export import export_artifact
 
+
+def _export(
+    model: TwoTowerModel,
+    artifacts: Path,
+    name: str,
+    config: Config,
+    inputs: _Inputs,
+    data: Path,
+    metrics: dict[str, Any],
+    is_chief: bool,
+    build_index: bool,
+    index_kind: IndexKind,
+    tuning_queries: np.ndarray | None,
+) -> Path | None:
+    """Export the artifact version on the chief; None on the other workers."""
     target = artifacts if is_chief else Path(tempfile.mkdtemp(prefix="recsys-worker-export-"))
-    version_dir: Path | None = export_artifact(
+    version_dir = export_artifact(
         model,
         target,
         name,
         config=config,
-        vocabs=vocabs,
-        items=items,
-        items_df=items_df,
-        reference_time=reference_time,
+        vocabs=inputs.vocabs,
+        items=inputs.items,
+        items_df=inputs.items_df,
+        reference_time=inputs.reference_time,
         data=data,
-        example_set=example_set,
+        example_set=inputs.example_set,
         metrics=metrics,
         build_index=build_index and is_chief,
         index_kind=index_kind,
-        tuning_queries=embedded if build_index and is_chief else None,
+        tuning_queries=tuning_queries if build_index and is_chief else None,
     )
     if not is_chief:
         # Every worker takes part in saving (variables are synchronised), only the chief keeps it.
         shutil.rmtree(target, ignore_errors=True)
-        version_dir = None
-    shutil.rmtree(backup, ignore_errors=True)  # the run completed: nothing left to resume
-    log.info("training job finished in %.1f s", time.perf_counter() - started)
-    return TrainResult(version_dir, metrics, examples_dir)
+        return None
+    return version_dir
 
 
 def _is_chief(strategy: Any) -> bool:
@@ -284,9 +358,3 @@ def _is_chief(strategy: Any) -> bool:
             and "chief" not in resolver.cluster_spec().as_dict()
         )
     )
-
-
-def _without_content(items: ItemTable) -> ItemTable:
-    from dataclasses import replace
-
-    return replace(items, content_embedding=None)

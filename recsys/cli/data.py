@@ -12,6 +12,7 @@ from recsys.logs import Progress, step
 
 
 def _cmd_data_synth(args: argparse.Namespace) -> int:
+    # pandas and pyarrow load with the command that needs them, not with `recsys --help`.
     from recsys_data.synth import generate_world, world_config
 
     config = world_config(
@@ -26,6 +27,7 @@ def _cmd_data_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_import(args: argparse.Namespace) -> int:
+    # pandas and pyarrow load with the command that needs them, not with `recsys --help`.
     from recsys_data.movielens import import_movielens
 
     with step(f"importing MovieLens from {args.source} into {args.out}"):
@@ -37,6 +39,7 @@ def _cmd_data_import(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_validate(args: argparse.Namespace) -> int:
+    # pandas and pyarrow load with the command that needs them, not with `recsys --help`.
     from recsys.dataset.validation import validate_dataset
 
     report = validate_dataset(args.dir)
@@ -53,6 +56,7 @@ def _cmd_data_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_oracle(args: argparse.Namespace) -> int:
+    # pandas and pyarrow load with the command that needs them, not with `recsys --help`.
     from recsys.dataset.splits import Split
     from recsys_data.oracle import oracle_recall
 

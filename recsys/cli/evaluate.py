@@ -3,15 +3,45 @@
 from __future__ import annotations
 
 import argparse
+import functools
+import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from recsys.cli.common import UsageError, ks_list, positive_int
 
+if TYPE_CHECKING:
+    from recsys.evaluation.evaluate import OracleScores
+
+log = logging.getLogger(__name__)
+
+
+def synthetic_oracle(data: Path) -> OracleScores | None:
+    """The true next-watch probabilities of a synthetic world; None (logged) for other data."""
+    # pandas and pyarrow load with the command that needs them, not with `recsys --help`.
+    from recsys.dataset.io import DatasetError
+    from recsys_data.oracle import load_world, oracle_probabilities
+
+    try:
+        world = load_world(data)
+    except DatasetError as exc:
+        log.info("no oracle: %s", exc)
+        return None
+    return functools.partial(oracle_probabilities, world)
+
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    # The evaluation loads TensorFlow and matplotlib: only when the command runs.
     from recsys.evaluation import evaluate, headline
+    from recsys.evaluation.ablation import Ablation
     from recsys.index.base import IndexLoadError
 
+    ablation = None
+    if args.ablation:
+        # The training job (Keras, TFRS, the exporter) loads only when variants are trained.
+        from recsys_training.ablation import train_variant
+
+        ablation = Ablation(train_variant, epochs=args.ablation_epochs)
     try:
         result = evaluate(
             args.artifact,
@@ -19,13 +49,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             split=args.split,
             out=args.out,
             ks=args.k,
-            ablation=args.ablation,
-            ablation_epochs=args.ablation_epochs,
             compare_to=args.compare_to,
             max_queries=args.max_queries,
             tfrs_epochs=args.tfrs_epochs,
             seed=args.seed,
             work_dir=args.work_dir,
+            oracle=synthetic_oracle,
+            ablation=ablation,
         )
     except IndexLoadError as exc:
         raise UsageError(str(exc)) from exc

@@ -9,6 +9,7 @@ from recsys.cli.common import positive_int
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    # numpy, pandas and TensorFlow load with the command that runs, not with `recsys --help`.
     from recsys.config import load_config
     from recsys.dataset.splits import Split
     from recsys_training.job import train

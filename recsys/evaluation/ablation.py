@@ -1,4 +1,4 @@
-"""Feature and depth ablations of the YouTube paper's Figure 6, trained with the real job.
+"""Feature and depth ablations of the YouTube paper's Figure 6: what to train, how to score it.
 
 The feature ladder adds query inputs one group at a time (watches only; + searches;
 + example age; + demographics; + recency, where the base config uses it) at the base
@@ -6,9 +6,10 @@ model's depth; the depth sweep trains every query input at depths 0..3 (0: one l
 layer; then 256, 512-256, 1024-512-256 ReLU layers before the embedding layer, as in the
 paper). The "training" group takes one thing away from the base model at a time (the logQ
 correction, the example age; the freshness term where the base uses it), next to the base
-model itself trained on the same budget. Each variant is trained by
-:func:`recsys_training.job.train` on the same data and split for a small epoch budget and
-scored on the same evaluation queries as the main model.
+model itself trained on the same budget. The caller supplies the trainer (an
+:class:`Ablation`'s ``train``, the training job in ``recsys evaluate``); every variant is
+trained on the same data and split for a small epoch budget and scored here on the same
+evaluation queries as the main model.
 The "+ searches" and "+ example age" variants differ only in the example-age input, so
 their predicted watch share by video age is the paper's Figure 4.
 """
@@ -21,16 +22,17 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
+import pandas as pd
 
 from recsys.config import Config, ModelConfig
 from recsys.dataset.splits import Split
 from recsys.evaluation import metrics as M
 from recsys.evaluation.artifact_model import ArtifactModel, model_features
 from recsys.evaluation.segments import predicted_age_share
-from recsys.examples.building import LABEL_TIME, load_catalog
+from recsys.examples.building import LABEL_TIME
 from recsys.features import contract as F
 from recsys.features.vocab import Vocabularies
 
@@ -128,96 +130,158 @@ def _slug(label: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in label).strip("-").replace("--", "-")
 
 
+class TrainVariant(Protocol):
+    """Trains one ablation variant and returns its artifact version folder."""
+
+    def __call__(
+        self,
+        data: Path,
+        split: Split,
+        config: Config,
+        *,
+        name: str,
+        artifacts: Path,
+        work_dir: Path,
+        progress: bool,
+    ) -> Path:
+        """Train ``config`` (its ``train.epochs`` and batch) on ``data``'s ``split``, export
+        ``artifacts/<name>/vN`` without an index, reuse examples in ``work_dir``."""
+        ...
+
+
+@dataclass(frozen=True)
+class Ablation:
+    """Which variants to run, on what budget, and the trainer that runs them.
+
+    ``variants``: labels to run (default: all); ``batch_size`` overrides the base config's.
+    """
+
+    train: TrainVariant
+    epochs: int = 2
+    variants: Sequence[str] | None = None
+    batch_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.epochs <= 0:
+            raise ValueError(f"ablation epochs must be positive, got {self.epochs}")
+
+    def plan(self, base: ModelConfig) -> list[Variant]:
+        """The variants of :func:`figure6_variants` for ``base`` that this ablation runs."""
+        planned = figure6_variants(base)
+        if self.variants is None:
+            return planned
+        known = {v.label for v in planned}
+        unknown = sorted(set(self.variants) - known)
+        if unknown:
+            raise ValueError(f"unknown ablation variant(s) {unknown}; choose from {sorted(known)}")
+        return [v for v in planned if v.label in set(self.variants)]
+
+
+@dataclass
+class _Scored:
+    """One trained variant scored on the evaluation queries."""
+
+    metrics: dict[str, Any]
+    q_emb: np.ndarray
+    model: ArtifactModel
+
+
+def score_variant(
+    version_dir: Path,
+    queries: Mapping[str, np.ndarray],
+    examples_vocab: Vocabularies,
+    catalog: tuple[pd.DataFrame, np.ndarray | None],
+    ks: Sequence[int],
+) -> _Scored:
+    """Recall, MAP and NDCG at each K and MRR of an artifact, by exact search on ``queries``."""
+    labels = np.asarray(queries[F.ITEM_INDEX], dtype=np.int64)
+    times = np.asarray(queries[LABEL_TIME], dtype=np.int64)
+    model = ArtifactModel(version_dir)
+    q_emb = model.query_embeddings(model_features(queries, examples_vocab, model))
+    ranked = model.rank_exact(q_emb, times, catalog[0], catalog[1], max(ks))
+    per_query = M.per_query_metrics(ranked, labels, ks)
+    summary: dict[str, Any] = {
+        name: {str(k): float(per_query[f"{name}@{k}"].mean()) for k in ks}
+        for name in ("recall", "map", "ndcg")
+    }
+    summary["mrr"] = float(per_query["mrr"].mean())
+    return _Scored(summary, q_emb, model)
+
+
+def _row(variant: Variant, epochs: int) -> dict[str, Any]:
+    return {
+        "label": variant.label,
+        "group": variant.group,
+        "depth": variant.depth,
+        "inputs": list(variant.inputs),
+        "query_layers": list(variant.model.query_layers),
+        "candidate_layers": list(variant.model.candidate_layers),
+        "epochs": epochs,
+    }
+
+
 def run_ablation(
+    ablation: Ablation,
     data: Path,
     split: Split,
     base: Config,
     queries: Mapping[str, np.ndarray],
     examples_vocab: Vocabularies,
-    upload_time: np.ndarray,
+    catalog: tuple[pd.DataFrame, np.ndarray | None],
     ks: Sequence[int],
     out: Path,
     work_dir: Path,
-    epochs: int = 2,
-    variants: Sequence[str] | None = None,
-    batch_size: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train and score the Figure 6 variants; returns a JSON-ready dict.
 
     ``queries``: the evaluation examples (``[n, ...]`` columns) every variant is scored on;
-    ``variants``: labels to run (default: all); ``batch_size`` overrides the training batch.
-    The result has ``rows`` (one per variant: inputs, layers, metrics, training seconds) and
+    ``catalog``: the items table and content embeddings they rank. The result has ``rows``
+    (one per variant: inputs, layers, metrics, training seconds) and
     ``example_age_predicted`` (Figure 4 curves of the two example-age variants, when run).
     """
-    from recsys_training.job import train
-
-    if epochs <= 0:
-        raise ValueError(f"ablation epochs must be positive, got {epochs}")
     ks = tuple(int(k) for k in ks)
-    planned = figure6_variants(base.model)
-    if variants is not None:
-        known = {v.label for v in planned}
-        unknown = sorted(set(variants) - known)
-        if unknown:
-            raise ValueError(f"unknown ablation variant(s) {unknown}; choose from {sorted(known)}")
-        planned = [v for v in planned if v.label in set(variants)]
+    planned = ablation.plan(base.model)
+    epochs = ablation.epochs
     train_cfg = dataclasses.replace(
-        base.train, epochs=epochs, batch_size=batch_size or base.train.batch_size
+        base.train, epochs=epochs, batch_size=ablation.batch_size or base.train.batch_size
     )
-    labels = np.asarray(queries[F.ITEM_INDEX], dtype=np.int64)
     times = np.asarray(queries[LABEL_TIME], dtype=np.int64)
-    _, items_df, content = load_catalog(data)
+    upload_time = catalog[0]["upload_time"].to_numpy(np.int64)
     rows: list[dict[str, Any]] = []
     curves: dict[str, dict[str, Any]] = {}
     done: dict[ModelConfig, dict[str, Any]] = {}
     for i, variant in enumerate(planned):
         log.info("ablation %d/%d: %s (%s)", i + 1, len(planned), variant.label, variant.inputs)
-        row: dict[str, Any] = {
-            "label": variant.label,
-            "group": variant.group,
-            "depth": variant.depth,
-            "inputs": list(variant.inputs),
-            "query_layers": list(variant.model.query_layers),
-            "candidate_layers": list(variant.model.candidate_layers),
-            "epochs": epochs,
-        }
+        row = _row(variant, epochs)
         if variant.model in done:  # the same config as an earlier variant: same run
             rows.append({**row, **{k: done[variant.model][k] for k in ("metrics", "seconds")}})
             rows[-1]["same_run_as"] = done[variant.model]["label"]
             continue
         config = dataclasses.replace(base, model=variant.model, train=train_cfg)
         started = time.perf_counter()
-        result = train(
+        version_dir = ablation.train(
             data,
-            out / "artifacts",
+            split,
+            config,
             name=_slug(variant.label),
-            config=config,
-            split=split,
-            epochs=epochs,
+            artifacts=out / "artifacts",
             work_dir=work_dir,
-            max_eval_queries=500,
-            build_index=False,
             progress=progress,
         )
         seconds = time.perf_counter() - started
-        if result.version_dir is None:  # pragma: no cover - only non-chief workers
-            raise RuntimeError("ablation must run on the chief worker")
-        model = ArtifactModel(result.version_dir)
-        q_emb = model.query_embeddings(model_features(queries, examples_vocab, model))
-        ranked = model.rank_exact(q_emb, times, items_df, content, max(ks))
-        per_query = M.per_query_metrics(ranked, labels, ks)
-        summary = {
-            name: {str(k): float(per_query[f"{name}@{k}"].mean()) for k in ks}
-            for name in ("recall", "map", "ndcg")
-        }
-        summary["mrr"] = float(per_query["mrr"].mean())  # type: ignore[assignment]
-        row.update(metrics=summary, seconds=seconds, artifact=str(result.version_dir))
+        scored = score_variant(version_dir, queries, examples_vocab, catalog, ks)
+        row.update(metrics=scored.metrics, seconds=seconds, artifact=str(version_dir))
         rows.append(row)
-        done[variant.model] = {"label": variant.label, "metrics": summary, "seconds": seconds}
+        done[variant.model] = {
+            "label": variant.label,
+            "metrics": scored.metrics,
+            "seconds": seconds,
+        }
         if variant.label in (WITHOUT_EXAMPLE_AGE, WITH_EXAMPLE_AGE):
+            model = scored.model
             pred, unreleased = predicted_age_share(
-                q_emb, model.item_embeddings, model.temperature, times, upload_time
+                scored.q_emb, model.item_embeddings, model.temperature, times, upload_time
             )
             curves[f"ablation: {variant.label}"] = {
                 "predicted": pred,

@@ -290,6 +290,7 @@ class TFRSBasic:
 
     def fit(self, train: TrainingData, progress: ProgressFn | None = None) -> TFRSBasic:
         """Train on ``(user_rows, item_rows)`` of ``train``; returns self."""
+        # TensorFlow loads when this baseline trains: the other baselines run without it.
         import tensorflow as tf
         import tensorflow_recommenders as tfrs
 

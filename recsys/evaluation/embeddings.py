@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from recsys.index.top_k import exact_top_k
+
 log = logging.getLogger(__name__)
 
 MAX_PROJECTED = 4000  # points in the scatter plot
@@ -54,8 +56,6 @@ def pca_2d(embeddings: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
 
 def nearest_neighbours(embeddings: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
     """Top-``k`` cosine neighbours ``[len(rows), k]`` of ``rows``, best first, self excluded."""
-    from recsys.index.top_k import exact_top_k
-
     unit = _unit(embeddings)
     rows = np.asarray(rows, dtype=np.int64)
     found, _ = exact_top_k(unit[rows], unit, k + 1)

@@ -3,31 +3,35 @@
 :func:`evaluate` loads an artifact version, rebuilds (or reuses) the evaluation examples of
 the split it was trained on, embeds the queries with the query SavedModel's ``serve_ids``
 signature, ranks every catalog video by exact search and with the served index, scores the
-baselines and, for synthetic worlds, the oracle on the very same queries, and writes
-``metrics.json``, ``report.md`` and a self-contained ``report.html`` into ``out``.
+baselines and, when the caller passes an :class:`Oracle` (synthetic worlds know their true
+probabilities), the oracle on the very same queries, and writes ``metrics.json``,
+``report.md`` and a self-contained ``report.html`` into ``out``. The Figure 6 ablations run
+when the caller passes an :class:`~recsys.evaluation.ablation.Ablation` with a trainer.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
-from recsys.config import Config
-from recsys.dataset.io import DatasetError, read_meta
+from recsys.dataset.io import CanonicalDataset, DatasetError, DatasetMeta, read_meta
 from recsys.dataset.splits import Split
+from recsys.dataset.validation import read_dataset
+from recsys.evaluation import embeddings as E
 from recsys.evaluation import metrics as M
+from recsys.evaluation.ablation import Ablation, run_ablation
 from recsys.evaluation.artifact_model import ArtifactModel, model_features
 from recsys.evaluation.baselines import (
+    Baseline,
     CoWatch,
     MostPopular,
     TFRSBasic,
@@ -35,6 +39,8 @@ from recsys.evaluation.baselines import (
     load_training_data,
     vocab_to_rows,
 )
+from recsys.evaluation.report import write_reports
+from recsys.evaluation.result import DECIMALS, METHOD_LABELS, METRICS_FILE, METRICS_FORMAT, rounded
 from recsys.evaluation.segments import (
     age_bin_labels,
     build_segments,
@@ -42,7 +48,8 @@ from recsys.evaluation.segments import (
     predicted_age_share,
     segment_metrics,
 )
-from recsys.examples.building import EXAMPLES_META, LABEL_TIME, VOCAB_FILE, ExampleSet, load_catalog
+from recsys.examples.building import LABEL_TIME, VOCAB_FILE, ExampleSet, load_catalog, read_examples
+from recsys.examples.cache import find_examples, prepare_examples
 from recsys.features import contract as F
 from recsys.features.vocab import Vocabularies
 from recsys.index.top_k import top_k
@@ -50,64 +57,64 @@ from recsys.logs import Progress, step
 
 log = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.json"
-METRICS_FORMAT = 1
-DECIMALS = 4  # every metric in metrics.json and in the reports has this many decimals
-METHOD_LABELS = {
-    "model_exact": "Model (exact search)",
-    "model_index": "Model (served index)",
-    "compare_exact": "Compared model (exact search)",
-    "most_popular": "Most popular",
-    "trending": "Trending",
-    "co_watch": "Item-to-item co-watch",
-    "tfrs_basic": "TFRS basic (id-only two-tower)",
-    "oracle": "Oracle (true probabilities)",
-}
+
+class OracleScores(Protocol):
+    """True next-watch probabilities of a dataset whose generating process is known."""
+
+    def __call__(self, dataset: CanonicalDataset, rows: np.ndarray) -> np.ndarray:
+        """``[len(rows), num_items]`` (columns: ``dataset.items`` order) at the watch events
+        ``rows`` (positions in ``dataset.events``), from strictly earlier events only."""
+        ...
+
+
+class Oracle(Protocol):
+    """Where the oracle of a dataset folder comes from (for example a synthetic world's)."""
+
+    def __call__(self, data: Path) -> OracleScores | None:
+        """The oracle of the dataset in ``data``, or None when its truth is unknown."""
+        ...
 
 
 # ---------------------------------------------------------------- examples and queries
 
 
-def read_examples(example_dir: str | Path, kind: str = "eval") -> dict[str, np.ndarray]:
-    """Every column of an examples folder's ``kind`` shards: ``[n, ...]`` arrays."""
-    example_dir = Path(example_dir)
-    meta = ExampleSet.load(example_dir)
-    shards = meta.eval_shards if kind == "eval" else meta.train_shards
-    columns: dict[str, list[np.ndarray]] = {}
-    for name in shards:
-        tbl = pq.read_table(example_dir / name)
-        for col_name in tbl.column_names:
-            col = tbl.column(col_name).combine_chunks()
-            if hasattr(col.type, "list_size"):
-                arr = col.flatten().to_numpy().reshape(-1, col.type.list_size)
-            else:
-                arr = col.to_numpy()
-            columns.setdefault(col_name, []).append(arr)
-    return {k: np.concatenate(v) for k, v in columns.items()}
+@dataclass
+class Queries:
+    """The evaluation examples every method is scored on, and the catalog they refer to."""
 
+    split: Split
+    examples_dir: Path
+    vocab: Vocabularies  # the examples' vocabularies (ids in ``columns``)
+    users: pd.DataFrame
+    items: pd.DataFrame  # the catalog, in the artifact's row order
+    content: np.ndarray | None  # content embeddings [num_items, d], row-aligned with items
+    item_vocab_ids: np.ndarray  # [num_items] vocabulary id of each catalog row
+    columns: dict[str, np.ndarray]  # example columns, [n, ...] each
+    available: int  # held-out examples before sampling
+    seed: int  # the sampling (and baseline) seed
 
-def _matching_examples(
-    folders: Sequence[Path], fingerprint: str, split: Split, config: Config
-) -> Path | None:
-    """An existing examples folder built from this data, split, feature config and seed."""
-    want_features = asdict(config.features)
-    for root in folders:
-        if not root.is_dir():
-            continue
-        for meta_path in sorted(root.glob(f"examples-*/{EXAMPLES_META}")):
-            try:
-                found = ExampleSet.load(meta_path.parent)
-            except (DatasetError, TypeError, ValueError, OSError):
-                continue
-            if (
-                found.data_fingerprint == fingerprint
-                and found.split == split.name
-                and found.cutoff == split.cutoff
-                and found.feature_config == want_features
-                and found.seed == config.train.seed
-            ):
-                return meta_path.parent
-    return None
+    def __len__(self) -> int:
+        return len(self.columns[F.ITEM_INDEX])
+
+    @property
+    def labels(self) -> np.ndarray:
+        """``[n]`` catalog row of each query's true next watch."""
+        return self.columns[F.ITEM_INDEX].astype(np.int64)
+
+    @property
+    def times(self) -> np.ndarray:
+        """``[n]`` Unix seconds of each query."""
+        return self.columns[LABEL_TIME].astype(np.int64)
+
+    @property
+    def upload_time(self) -> np.ndarray:
+        """``[num_items]`` Unix seconds each catalog video was uploaded."""
+        return self.items["upload_time"].to_numpy(np.int64)
+
+    @property
+    def rows_of_vocab(self) -> np.ndarray:
+        """``[vocab size]`` catalog row of each item vocabulary id (-1: none)."""
+        return vocab_to_rows(self.item_vocab_ids, len(self.vocab.items))
 
 
 def resolve_split(model: ArtifactModel, data: Path, split: str | None) -> tuple[Split, list[str]]:
@@ -137,36 +144,196 @@ def prepare_evaluation_examples(
     """Reuse the artifact's own examples (its training work folder) or build them."""
     fingerprint = read_meta(data).fingerprint
     folders = [work_dir, model.version_dir.parent / ".work"]
-    found = _matching_examples(folders, fingerprint, split, model.config)
+    found = find_examples(folders, fingerprint, split, model.config)
     if found is not None:
         log.info("reusing examples in %s", found)
         return found
-    from recsys_training.job import prepare_examples
-
     work_dir.mkdir(parents=True, exist_ok=True)
     path, _ = prepare_examples(data, work_dir, split, model.config, progress=progress)
     return path
 
 
-# ---------------------------------------------------------------- oracle
-
-
-def oracle_ranking(
+def load_queries(
+    model: ArtifactModel,
     data: Path,
-    queries: Mapping[str, np.ndarray],
-    k: int,
-    progress: Callable[[int, int], None] | None = None,
-) -> np.ndarray | None:
-    """The oracle's top-``k`` ``[n, k]`` for each query, or None when ``data`` is not synthetic."""
-    from recsys.dataset.validation import read_dataset
-    from recsys_data.oracle import load_world, oracle_probabilities
+    split: Split,
+    work_dir: Path,
+    max_queries: int | None,
+    seed: int,
+    progress: bool,
+) -> Queries:
+    """The split's evaluation examples (a seeded sample of ``max_queries``) and the catalog."""
+    with step(f"preparing {split.name}-split evaluation examples"):
+        examples_dir = prepare_evaluation_examples(model, data, split, work_dir, progress)
+    vocab = Vocabularies.load(examples_dir / VOCAB_FILE)
+    users, items, content = load_catalog(data)
+    if not np.array_equal(
+        items["item_id"].astype(str).to_numpy(), model.items["item_id"].astype(str).to_numpy()
+    ):
+        raise DatasetError(
+            f"{model.version_dir / 'items.parquet'} does not list the videos of "
+            f"{data / 'items.parquet'} in the same order; was the artifact trained on {data}?"
+        )
+    available = ExampleSet.load(examples_dir).counts.get("eval", 0)
+    columns = read_examples(examples_dir, "eval", limit=max_queries, seed=seed)
+    if available == 0 or not columns:
+        raise ValueError(f"the {split.name} split of {data} holds out no watches to evaluate")
+    queries = Queries(
+        split=split,
+        examples_dir=examples_dir,
+        vocab=vocab,
+        users=users,
+        items=items,
+        content=content,
+        item_vocab_ids=vocab.items.lookup(items["item_id"]),
+        columns=columns,
+        available=available,
+        seed=seed,
+    )
+    log.info(
+        "evaluating on %d of %d held-out watches (%s split)", len(queries), available, split.name
+    )
+    return queries
 
-    try:
-        world = load_world(data)
-    except DatasetError as exc:
-        log.info("no oracle: %s", exc)
-        return None
-    dataset = read_dataset(data, validate=False)
+
+# ---------------------------------------------------------------- the model and a compared one
+
+
+class _Timer:
+    """Seconds each stage took, by name, in the order the stages ran."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        yield
+        self.seconds[name] = time.perf_counter() - started
+
+
+def rank_model_exact(
+    model: ArtifactModel, queries: Queries, k: int, progress: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """The queries' embeddings ``[n, d]`` and the model's exact top-``k`` ``[n, k]``."""
+    with step(f"embedding {len(queries)} queries with {model.label}"):
+        q_emb = model.query_embeddings(
+            model_features(queries.columns, queries.vocab, model),
+            progress=Progress("query embeddings", "queries", enabled=progress),
+        )
+    ranked = model.rank_exact(q_emb, queries.times, queries.items, queries.content, k)
+    return q_emb, ranked
+
+
+def rank_model_served(
+    model: ArtifactModel,
+    q_emb: np.ndarray,
+    exact: np.ndarray,
+    ks: Sequence[int],
+    warnings: list[str],
+) -> tuple[np.ndarray | None, dict[str, Any]]:
+    """The served index's top-``max(ks)`` (None without an index) and what it is."""
+    served = model.rank_served(q_emb, max(ks))
+    if served is None:
+        warnings.append(f"{model.label} has no index: served-index numbers are left out")
+        return None, {"kind": None}
+    ranked, kind = served
+    return ranked, {
+        "kind": kind,
+        "config": model.manifest.index.get("config"),
+        "recall_vs_exact": {str(k): _overlap(ranked, exact, k) for k in ks},
+    }
+
+
+def rank_compared(
+    compare_to: str | Path,
+    model: ArtifactModel,
+    fingerprint: str,
+    queries: Queries,
+    k: int,
+    warnings: list[str],
+) -> tuple[ArtifactModel, np.ndarray | None]:
+    """Another artifact version and its exact top-``k`` on the same queries.
+
+    The ranking is None (with a warning) when that version read other data or features.
+    """
+    compare = ArtifactModel(compare_to)
+    if compare.manifest.data.get("fingerprint") != fingerprint:
+        warnings.append(f"{compare.label} was trained on other data: its metrics are left out")
+        return compare, None
+    if asdict(compare.config.features) != asdict(model.config.features):
+        warnings.append(f"{compare.label} uses other feature windows: its metrics are left out")
+        return compare, None
+    split = queries.split
+    if compare.manifest.data.get("split") != split.name or (
+        compare.manifest.data.get("cutoff") != split.cutoff
+    ):
+        warnings.append(
+            f"{compare.label} was trained on another split: some evaluation watches "
+            "may be in its training data"
+        )
+    c_emb = compare.query_embeddings(model_features(queries.columns, queries.vocab, compare))
+    return compare, compare.rank_exact(c_emb, queries.times, queries.items, queries.content, k)
+
+
+# ---------------------------------------------------------------- baselines and oracle
+
+
+@dataclass
+class _Baselines:
+    """What the baselines learned from and the settings they ran with."""
+
+    training_examples: int
+    counts: np.ndarray  # [num_items] training watches of each video
+    settings: dict[str, Any]
+
+
+def rank_baselines(
+    queries: Queries,
+    k: int,
+    batch_size: int,
+    tfrs_epochs: int,
+    ranked: dict[str, np.ndarray],
+    timer: _Timer,
+    progress: bool,
+) -> _Baselines:
+    """Rank with most-popular, trending, co-watch and TFRS basic into ``ranked``."""
+    rows_of_vocab = queries.rows_of_vocab
+    with timer("baseline_data"), step("reading the training examples for the baselines"):
+        train = load_training_data(
+            queries.examples_dir, rows_of_vocab, len(queries.items), len(queries.users)
+        )
+    with timer("simple_baselines"):
+        most_popular = MostPopular(train)
+        simple: dict[str, Baseline] = {
+            "most_popular": most_popular,
+            "trending": Trending(train, queries.split.cutoff),
+            "co_watch": CoWatch(train, rows_of_vocab),
+        }
+        for name, baseline in simple.items():
+            ranked[name] = baseline.rank(queries.columns, k)
+    with timer("tfrs_basic"):
+        with step(f"training the TFRS basic model ({tfrs_epochs} epochs)"):
+            # The tutorial's towers, loss and optimizer; the model's own batch size, since the
+            # in-batch softmax costs batch^2 per step and the tutorial's 8192 was for 80k ratings.
+            tfrs_basic = TFRSBasic(epochs=tfrs_epochs, batch_size=batch_size, seed=queries.seed)
+            tfrs_basic.fit(train, Progress("TFRS basic", "epochs", enabled=progress))
+        ranked["tfrs_basic"] = tfrs_basic.rank(queries.columns, k)
+    settings = {
+        "trending": {"window_days": 7.0, "half_life_days": 1.0},
+        "co_watch": {"recent_watches": 5},
+        "tfrs_basic": {
+            "embedding_dim": tfrs_basic.embedding_dim,
+            "epochs": tfrs_basic.epochs,
+            "batch_size": tfrs_basic.batch_size,
+            "learning_rate": tfrs_basic.learning_rate,
+        },
+    }
+    return _Baselines(len(train.item_rows), most_popular.counts, settings)
+
+
+def watch_rows(dataset: CanonicalDataset, queries: Mapping[str, np.ndarray]) -> np.ndarray:
+    """``[n]`` position in ``dataset.events`` of the watch each evaluation example predicts."""
     ev = dataset.events
     watch = (ev["type"] == "watch").to_numpy()
     keys = pd.DataFrame(
@@ -187,36 +354,203 @@ def oracle_ranking(
     rows = wanted.merge(keys, on=["user", "time", "item"], how="left")["row"]
     if rows.isna().any():
         raise DatasetError(
-            f"{data}: {int(rows.isna().sum())} evaluation examples match no watch event; "
+            f"{int(rows.isna().sum())} evaluation examples match no watch event; "
             "were the examples built from this dataset?"
         )
-    rows_arr = rows.to_numpy(np.int64)
-    block = max(1, (1 << 24) // max(1, world.num_items))
-    out = np.empty((len(rows_arr), min(k, world.num_items)), dtype=np.int64)
-    for start in range(0, len(rows_arr), block):
-        probs = oracle_probabilities(world, dataset, rows_arr[start : start + block])
+    return rows.to_numpy(np.int64)
+
+
+def oracle_ranking(
+    data: Path,
+    queries: Mapping[str, np.ndarray],
+    k: int,
+    oracle: Oracle,
+    progress: Callable[[int, int], None] | None = None,
+) -> np.ndarray | None:
+    """The oracle's top-``k`` ``[n, k]`` for each query, or None when ``data`` has no oracle."""
+    scores = oracle(data)
+    if scores is None:
+        return None
+    dataset = read_dataset(data, validate=False)
+    try:
+        rows = watch_rows(dataset, queries)
+    except DatasetError as exc:
+        raise DatasetError(f"{data}: {exc}") from exc
+    num_items = len(dataset.items)
+    block = max(1, (1 << 24) // max(1, num_items))
+    out = np.empty((len(rows), min(k, num_items)), dtype=np.int64)
+    for start in range(0, len(rows), block):
+        probs = scores(dataset, rows[start : start + block])
         out[start : start + block] = top_k(probs, k)[0]
         if progress:
-            progress(min(start + block, len(rows_arr)), len(rows_arr))
+            progress(min(start + block, len(rows)), len(rows))
     return out
 
 
+def rank_oracle(
+    oracle: Oracle | None, data: Path, queries: Queries, k: int, progress: bool
+) -> np.ndarray | None:
+    """The oracle's top-``k`` ``[n, k]``, or None (logged) when there is no oracle for ``data``."""
+    top = None
+    if oracle is not None:
+        with step("oracle ceiling"):
+            top = oracle_ranking(
+                data, queries.columns, k, oracle, Progress("oracle", "queries", enabled=progress)
+            )
+    if top is None:
+        log.info("no oracle for %s: the report leaves its ceiling out", data)
+    return top
+
+
+@dataclass
+class Rankings:
+    """Every method's top-K on the same queries, and what the later stages need besides."""
+
+    ranked: dict[str, np.ndarray]  # method -> [n, max K] catalog rows, best first
+    q_emb: np.ndarray  # [n, d] the model's query embeddings
+    index: dict[str, Any]  # the served index: kind, config, recall against exact search
+    compare: ArtifactModel | None
+    baselines: _Baselines
+
+
+def rank_all(
+    model: ArtifactModel,
+    fingerprint: str,
+    data: Path,
+    queries: Queries,
+    ks: Sequence[int],
+    *,
+    compare_to: str | Path | None,
+    tfrs_epochs: int,
+    oracle: Oracle | None,
+    timer: _Timer,
+    warnings: list[str],
+    progress: bool,
+) -> Rankings:
+    """Rank with the model (exact, served), a compared model, the baselines and the oracle."""
+    k = max(ks)
+    ranked: dict[str, np.ndarray] = {}
+    with timer("model_exact"):
+        q_emb, ranked["model_exact"] = rank_model_exact(model, queries, k, progress)
+    with timer("model_index"):
+        served, index_info = rank_model_served(model, q_emb, ranked["model_exact"], ks, warnings)
+        if served is not None:
+            ranked["model_index"] = served
+    compare = None
+    if compare_to is not None:
+        with timer("compare_exact"):
+            compare, compared = rank_compared(compare_to, model, fingerprint, queries, k, warnings)
+        if compared is not None:
+            ranked["compare_exact"] = compared
+    batch = model.config.train.batch_size
+    baselines = rank_baselines(queries, k, batch, tfrs_epochs, ranked, timer, progress)
+    with timer("oracle"):
+        top = rank_oracle(oracle, data, queries, k, progress)
+        if top is not None:
+            ranked["oracle"] = top
+    return Rankings(ranked, q_emb, index_info, compare, baselines)
+
+
+# ---------------------------------------------------------------- metrics and views
+
+
+def score(
+    ranked: Mapping[str, np.ndarray],
+    queries: Queries,
+    ks: Sequence[int],
+    counts: np.ndarray,
+    index_info: dict[str, Any],
+) -> dict[str, Any]:
+    """The metrics section of ``metrics.json``: every ranking's summary and segment metrics,
+    the true next watches' popularity, and the served index with its recall cost."""
+    labels, num_items = queries.labels, len(queries.items)
+    percentiles = M.popularity_percentiles(counts)
+    methods = {
+        name: M.summarize(r, labels, ks, num_items, percentiles) for name, r in ranked.items()
+    }
+    per_query = {name: M.per_query_metrics(r, labels, ks) for name, r in ranked.items()}
+    if "model_index" in methods:
+        # From the rounded recalls, so that the report's three columns add up.
+        exact_recall: dict[str, float] = methods["model_exact"]["recall"]  # type: ignore[assignment]
+        served_recall: dict[str, float] = methods["model_index"]["recall"]  # type: ignore[assignment]
+        index_info["recall_cost"] = {
+            str(k): round(exact_recall[str(k)], DECIMALS) - round(served_recall[str(k)], DECIMALS)
+            for k in ks
+        }
+    groups = build_segments(
+        queries.columns, queries.users, queries.upload_time, queries.item_vocab_ids
+    )
+    return {
+        "methods": methods,
+        "method_labels": {name: METHOD_LABELS[name] for name in methods},
+        "true_next_watch_popularity_percentile": float(percentiles[labels].mean()),
+        "index": index_info,
+        "segments": segment_metrics(groups, per_query, ks),
+    }
+
+
+def embedding_view(
+    model: ArtifactModel, rankings: Rankings, queries: Queries
+) -> tuple[dict[str, Any], E.Projection]:
+    """Video-embedding statistics and neighbours (against the compared model's) and the PCA."""
+    compare = rankings.compare
+    return E.embedding_report(
+        model.item_embeddings,
+        queries.items,
+        counts=rankings.baselines.counts,
+        compare=None if compare is None else (compare.item_embeddings, compare.items),
+        seed=queries.seed,
+    )
+
+
+def example_age_view(model: ArtifactModel, queries: Queries, q_emb: np.ndarray) -> dict[str, Any]:
+    """Figure 4 for the model: watch share by video age, observed and predicted."""
+    times, upload_time = queries.times, queries.upload_time
+    pred, unreleased = predicted_age_share(
+        q_emb, model.item_embeddings, model.temperature, times, upload_time
+    )
+    return {
+        "bins": age_bin_labels(),
+        "observed": observed_age_share(times, queries.labels, upload_time),
+        "predicted": {"model": pred},
+        "not_yet_uploaded": {"model": unreleased},
+        "uses_example_age": {"model": model.config.model.use_example_age},
+    }
+
+
+def ablation_view(
+    ablation: Ablation,
+    data: Path,
+    model: ArtifactModel,
+    queries: Queries,
+    ks: Sequence[int],
+    out: Path,
+    work_dir: Path,
+    example_age: dict[str, Any],
+    progress: bool,
+) -> dict[str, Any]:
+    """Train and score the ablation variants; their Figure 4 curves go into ``example_age``."""
+    result = run_ablation(
+        ablation,
+        data=data,
+        split=queries.split,
+        base=model.config,
+        queries=queries.columns,
+        examples_vocab=queries.vocab,
+        catalog=(queries.items, queries.content),
+        ks=ks,
+        out=out,
+        work_dir=work_dir,
+        progress=progress,
+    )
+    for name, share in result.pop("example_age_predicted", {}).items():
+        example_age["predicted"][name] = share["predicted"]
+        example_age["not_yet_uploaded"][name] = share["not_yet_uploaded"]
+        example_age["uses_example_age"][name] = share["uses_example_age"]
+    return result
+
+
 # ---------------------------------------------------------------- the whole evaluation
-
-
-def _rounded(value: Any) -> Any:
-    """Floats rounded to DECIMALS places, recursively (ints, strings and None unchanged)."""
-    if isinstance(value, float):
-        return None if not math.isfinite(value) else round(value, DECIMALS)
-    if isinstance(value, np.floating):
-        return _rounded(float(value))
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, Mapping):
-        return {str(k): _rounded(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | np.ndarray):
-        return [_rounded(v) for v in value]
-    return value
 
 
 def _iso(ts: int | None) -> str | None:
@@ -225,262 +559,16 @@ def _iso(ts: int | None) -> str | None:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(int(ts)))
 
 
-@dataclass
-class _Timer:
-    seconds: dict[str, float]
-
-    def __call__(self, name: str, started: float) -> None:
-        self.seconds[name] = time.perf_counter() - started
-
-
-def evaluate(
-    artifact: str | Path,
-    data: str | Path,
-    split: str | None = None,
-    out: str | Path = "evaluation",
-    ks: Sequence[int] = (10, 50, 100),
-    ablation: bool = False,
-    compare_to: str | Path | None = None,
-    max_queries: int | None = 5000,
-    progress: bool = True,
-    ablation_epochs: int = 2,
-    ablation_variants: Sequence[str] | None = None,
-    ablation_batch_size: int | None = None,
-    tfrs_epochs: int = 3,
-    seed: int | None = None,
-    work_dir: str | Path | None = None,
+def describe_run(
+    model: ArtifactModel,
+    compare: ArtifactModel | None,
+    data: Path,
+    meta: DatasetMeta,
+    queries: Queries,
 ) -> dict[str, Any]:
-    """Evaluate ``artifact`` on ``data``, write the reports into ``out``, return the metrics.
-
-    Writes ``metrics.json`` (the returned dict), ``report.md`` and ``report.html``.
-    ``split`` defaults to the artifact's own (with its cut-off); ``max_queries`` evaluation
-    examples are sampled with ``seed`` (default: the artifact's training seed, which gives
-    the training job's own validation sample; ``max_queries=None``: all). ``ablation``
-    trains the Figure 6 variants with ``ablation_epochs`` epochs each
-    (``ablation_variants`` picks some by name).
-    ``compare_to`` is another artifact version: its neighbourhoods (and, when it reads the
-    same features, its metrics) are compared. Examples are reused from the artifact's
-    training work folder when they match, else built in ``work_dir`` (default ``out/work``).
-    """
-    started_all = time.perf_counter()
-    ks = tuple(sorted({int(k) for k in ks}))
-    if not ks or ks[0] <= 0:
-        raise ValueError(f"ks must be positive integers, got {list(ks)}")
-    if max_queries is not None and max_queries <= 0:
-        raise ValueError(f"max_queries must be positive, got {max_queries}")
-    k_max = ks[-1]
-    data, out = Path(data), Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    work = Path(work_dir) if work_dir else out / "work"
-    timer = _Timer({})
-    warnings: list[str] = []
-
-    model = ArtifactModel(artifact)
-    meta = read_meta(data)
-    if model.manifest.data.get("fingerprint") not in (None, meta.fingerprint):
-        raise DatasetError(
-            f"{data}: data fingerprint {meta.fingerprint[:12]} is not the one {model.label} was "
-            f"trained on ({str(model.manifest.data.get('fingerprint'))[:12]}, from "
-            f"{model.manifest.data.get('path')}); evaluate it on the dataset it was trained on"
-        )
-    eval_split, split_warnings = resolve_split(model, data, split)
-    if seed is None:
-        seed = model.config.train.seed
-    warnings += split_warnings
-
-    t = time.perf_counter()
-    with step(f"preparing {eval_split.name}-split evaluation examples"):
-        examples_dir = prepare_evaluation_examples(model, data, eval_split, work, progress)
-    examples_vocab = Vocabularies.load(examples_dir / VOCAB_FILE)
-    users_df, items_df, item_content = load_catalog(data)
-    if not np.array_equal(
-        items_df["item_id"].astype(str).to_numpy(), model.items["item_id"].astype(str).to_numpy()
-    ):
-        raise DatasetError(
-            f"{model.version_dir / 'items.parquet'} does not list the videos of "
-            f"{data / 'items.parquet'} in the same order; was the artifact trained on {data}?"
-        )
-    num_items = len(items_df)
-    upload_time = items_df["upload_time"].to_numpy(np.int64)
-    item_vocab_ids = examples_vocab.items.lookup(items_df["item_id"])
-    rows_of_vocab = vocab_to_rows(item_vocab_ids, len(examples_vocab.items))
-
-    all_queries = read_examples(examples_dir, "eval")
-    available = len(all_queries.get(F.ITEM_INDEX, []))
-    if available == 0:
-        raise ValueError(f"the {eval_split.name} split of {data} holds out no watches to evaluate")
-    if max_queries is not None and available > max_queries:
-        keep = np.sort(np.random.default_rng(seed).choice(available, max_queries, replace=False))
-        queries = {k: v[keep] for k, v in all_queries.items()}
-    else:
-        queries = all_queries
-    del all_queries
-    n = len(queries[F.ITEM_INDEX])
-    labels = queries[F.ITEM_INDEX].astype(np.int64)
-    timer("examples", t)
-    log.info("evaluating on %d of %d held-out watches (%s split)", n, available, eval_split.name)
-
-    ranked: dict[str, np.ndarray] = {}
-    # ---- the model: exact search and the served index
-    t = time.perf_counter()
-    with step(f"embedding {n} queries with {model.label}"):
-        q_emb = model.query_embeddings(
-            model_features(queries, examples_vocab, model),
-            progress=Progress("query embeddings", "queries", enabled=progress),
-        )
-    ranked["model_exact"] = model.rank_exact(
-        q_emb, queries[LABEL_TIME].astype(np.int64), items_df, item_content, k_max
-    )
-    timer("model_exact", t)
-    t = time.perf_counter()
-    served = model.rank_served(q_emb, k_max)
-    index_info: dict[str, Any] = {"kind": None}
-    if served is None:
-        warnings.append(f"{model.label} has no index: served-index numbers are left out")
-    else:
-        ranked["model_index"], kind = served
-        index_info = {
-            "kind": kind,
-            "config": model.manifest.index.get("config"),
-            "recall_vs_exact": {
-                str(k): _overlap(ranked["model_index"], ranked["model_exact"], k) for k in ks
-            },
-        }
-    timer("model_index", t)
-
-    # ---- compared model
-    compare: ArtifactModel | None = None
-    if compare_to is not None:
-        compare = ArtifactModel(compare_to)
-        if compare.manifest.data.get("fingerprint") != meta.fingerprint:
-            warnings.append(f"{compare.label} was trained on other data: its metrics are left out")
-        elif asdict(compare.config.features) != asdict(model.config.features):
-            warnings.append(f"{compare.label} uses other feature windows: its metrics are left out")
-        else:
-            if compare.manifest.data.get("split") != eval_split.name or (
-                compare.manifest.data.get("cutoff") != eval_split.cutoff
-            ):
-                warnings.append(
-                    f"{compare.label} was trained on another split: some evaluation watches "
-                    "may be in its training data"
-                )
-            t = time.perf_counter()
-            c_emb = compare.query_embeddings(model_features(queries, examples_vocab, compare))
-            ranked["compare_exact"] = compare.rank_exact(
-                c_emb, queries[LABEL_TIME].astype(np.int64), items_df, item_content, k_max
-            )
-            timer("compare_exact", t)
-
-    # ---- baselines
-    t = time.perf_counter()
-    with step("reading the training examples for the baselines"):
-        train = load_training_data(examples_dir, rows_of_vocab, num_items, len(users_df))
-    timer("baseline_data", t)
-    baselines: dict[str, Any] = {}
-    t = time.perf_counter()
-    baselines["most_popular"] = MostPopular(train)
-    baselines["trending"] = Trending(train, eval_split.cutoff)
-    baselines["co_watch"] = CoWatch(train, rows_of_vocab)
-    for name, baseline in baselines.items():
-        ranked[name] = baseline.rank(queries, k_max)
-    timer("simple_baselines", t)
-    t = time.perf_counter()
-    with step(f"training the TFRS basic model ({tfrs_epochs} epochs)"):
-        # The tutorial's towers, loss and optimizer; the model's own batch size, since the
-        # in-batch softmax costs batch^2 per step and the tutorial's 8192 was for 80k ratings.
-        tfrs_basic = TFRSBasic(
-            epochs=tfrs_epochs, batch_size=model.config.train.batch_size, seed=seed
-        ).fit(train, Progress("TFRS basic", "epochs", enabled=progress))
-    ranked["tfrs_basic"] = tfrs_basic.rank(queries, k_max)
-    timer("tfrs_basic", t)
-
-    # ---- oracle
-    t = time.perf_counter()
-    with step("oracle ceiling"):
-        oracle = oracle_ranking(
-            data, queries, k_max, Progress("oracle", "queries", enabled=progress)
-        )
-    if oracle is not None:
-        ranked["oracle"] = oracle
-    timer("oracle", t)
-
-    # ---- metrics
-    t = time.perf_counter()
-    percentiles = M.popularity_percentiles(baselines["most_popular"].counts)
-    methods = {
-        name: M.summarize(r, labels, ks, num_items, percentiles) for name, r in ranked.items()
-    }
-    per_query = {name: M.per_query_metrics(r, labels, ks) for name, r in ranked.items()}
-    true_pct = float(percentiles[labels].mean())
-    if served is not None:
-        # From the rounded recalls, so that the report's three columns add up.
-        exact_recall: dict[str, float] = methods["model_exact"]["recall"]  # type: ignore[assignment]
-        served_recall: dict[str, float] = methods["model_index"]["recall"]  # type: ignore[assignment]
-        index_info["recall_cost"] = {
-            str(k): round(exact_recall[str(k)], DECIMALS) - round(served_recall[str(k)], DECIMALS)
-            for k in ks
-        }
-    groups = build_segments(queries, users_df, upload_time, item_vocab_ids)
-    segments = segment_metrics(groups, per_query, ks)
-    timer("metrics", t)
-
-    # ---- Figure 4 for the model
-    t = time.perf_counter()
-    times_q = queries[LABEL_TIME].astype(np.int64)
-    pred, unreleased = predicted_age_share(
-        q_emb, model.item_embeddings, model.temperature, times_q, upload_time
-    )
-    example_age: dict[str, Any] = {
-        "bins": age_bin_labels(),
-        "observed": observed_age_share(times_q, labels, upload_time),
-        "predicted": {"model": pred},
-        "not_yet_uploaded": {"model": unreleased},
-        "uses_example_age": {"model": model.config.model.use_example_age},
-    }
-    timer("example_age", t)
-
-    # ---- embeddings
-    from recsys.evaluation import embeddings as E
-
-    t = time.perf_counter()
-    emb_report, projection = E.embedding_report(
-        model.item_embeddings,
-        items_df,
-        counts=baselines["most_popular"].counts,
-        compare=None if compare is None else (compare.item_embeddings, compare.items),
-        seed=seed,
-    )
-    timer("embeddings", t)
-
-    # ---- ablation
-    ablation_result: dict[str, Any] | None = None
-    if ablation:
-        from recsys.evaluation.ablation import run_ablation
-
-        t = time.perf_counter()
-        ablation_result = run_ablation(
-            data=data,
-            split=eval_split,
-            base=model.config,
-            queries=queries,
-            examples_vocab=examples_vocab,
-            upload_time=upload_time,
-            ks=ks,
-            out=out / "ablation",
-            work_dir=work,
-            epochs=ablation_epochs,
-            variants=ablation_variants,
-            batch_size=ablation_batch_size,
-            progress=progress,
-        )
-        for name, share in ablation_result.pop("example_age_predicted", {}).items():
-            example_age["predicted"][name] = share["predicted"]
-            example_age["not_yet_uploaded"][name] = share["not_yet_uploaded"]
-            example_age["uses_example_age"][name] = share["uses_example_age"]
-        timer("ablation", t)
-
-    timer("total", started_all)
-    result: dict[str, Any] = {
+    """The head of ``metrics.json``: what was evaluated, on which data, split and queries."""
+    split = queries.split
+    return {
         "format": METRICS_FORMAT,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "artifact": {
@@ -495,47 +583,131 @@ def evaluate(
         },
         "compare_to": None if compare is None else {"path": str(compare.version_dir)},
         "data": {"path": str(data), "name": meta.name, "fingerprint": meta.fingerprint},
-        "split": {
-            "name": eval_split.name,
-            "cutoff": eval_split.cutoff,
-            "cutoff_utc": _iso(eval_split.cutoff),
+        "split": {"name": split.name, "cutoff": split.cutoff, "cutoff_utc": _iso(split.cutoff)},
+        "queries": {
+            "evaluated": len(queries),
+            "available": queries.available,
+            "seed": queries.seed,
         },
-        "queries": {"evaluated": n, "available": available, "seed": seed},
-        "catalog_size": num_items,
-        "training_examples": len(train.item_rows),
+        "catalog_size": len(queries.items),
+    }
+
+
+def _open_artifact(artifact: str | Path, data: Path) -> tuple[ArtifactModel, DatasetMeta]:
+    """The artifact and the dataset's meta, checked to be the data it was trained on."""
+    model = ArtifactModel(artifact)
+    meta = read_meta(data)
+    trained_on = model.manifest.data.get("fingerprint")
+    if trained_on not in (None, meta.fingerprint):
+        raise DatasetError(
+            f"{data}: data fingerprint {meta.fingerprint[:12]} is not the one {model.label} was "
+            f"trained on ({str(trained_on)[:12]}, from {model.manifest.data.get('path')}); "
+            "evaluate it on the dataset it was trained on"
+        )
+    return model, meta
+
+
+def _checked_ks(ks: Sequence[int], max_queries: int | None) -> tuple[int, ...]:
+    out = tuple(sorted({int(k) for k in ks}))
+    if not out or out[0] <= 0:
+        raise ValueError(f"ks must be positive integers, got {list(out)}")
+    if max_queries is not None and max_queries <= 0:
+        raise ValueError(f"max_queries must be positive, got {max_queries}")
+    return out
+
+
+def evaluate(
+    artifact: str | Path,
+    data: str | Path,
+    split: str | None = None,
+    out: str | Path = "evaluation",
+    ks: Sequence[int] = (10, 50, 100),
+    compare_to: str | Path | None = None,
+    max_queries: int | None = 5000,
+    progress: bool = True,
+    tfrs_epochs: int = 3,
+    seed: int | None = None,
+    work_dir: str | Path | None = None,
+    oracle: Oracle | None = None,
+    ablation: Ablation | None = None,
+) -> dict[str, Any]:
+    """Evaluate ``artifact`` on ``data``, write the reports into ``out``, return the metrics.
+
+    Writes ``metrics.json`` (the returned dict), ``report.md`` and ``report.html``.
+    ``split`` defaults to the artifact's own (with its cut-off); ``max_queries`` evaluation
+    examples are sampled with ``seed`` (default: the artifact's training seed, which gives
+    the training job's own validation sample; ``max_queries=None``: all).
+    ``compare_to`` is another artifact version: its neighbourhoods (and, when it reads the
+    same features, its metrics) are compared. Examples are reused from the artifact's
+    training work folder when they match, else built in ``work_dir`` (default ``out/work``).
+    ``oracle``: the ceiling's true probabilities (left out when None or when it has none for
+    ``data``); ``ablation``: the Figure 6 variants to train and score (left out when None).
+    """
+    started = time.perf_counter()
+    ks = _checked_ks(ks, max_queries)
+    data, out = Path(data), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(work_dir) if work_dir else out / "work"
+    timer = _Timer()
+    model, meta = _open_artifact(artifact, data)
+    eval_split, warnings = resolve_split(model, data, split)
+    seed = model.config.train.seed if seed is None else seed
+    with timer("examples"):
+        queries = load_queries(model, data, eval_split, work, max_queries, seed, progress)
+    r = rank_all(
+        model,
+        meta.fingerprint,
+        data,
+        queries,
+        ks,
+        compare_to=compare_to,
+        tfrs_epochs=tfrs_epochs,
+        oracle=oracle,
+        timer=timer,
+        warnings=warnings,
+        progress=progress,
+    )
+    with timer("metrics"):
+        scored = score(r.ranked, queries, ks, r.baselines.counts, r.index)
+    with timer("example_age"):
+        example_age = example_age_view(model, queries, r.q_emb)
+    with timer("embeddings"):
+        emb_report, projection = embedding_view(model, r, queries)
+    ablation_result = None
+    if ablation is not None:
+        with timer("ablation"):
+            ablation_result = ablation_view(
+                ablation, data, model, queries, ks, out / "ablation", work, example_age, progress
+            )
+    timer.seconds["total"] = time.perf_counter() - started
+    result = {
+        **describe_run(model, r.compare, data, meta, queries),
+        "training_examples": r.baselines.training_examples,
         "ks": list(ks),
-        "methods": methods,
-        "method_labels": {name: METHOD_LABELS[name] for name in methods},
-        "true_next_watch_popularity_percentile": true_pct,
-        "index": index_info,
-        "segments": segments,
+        **scored,
         "example_age": example_age,
         "embeddings": emb_report,
         "ablation": ablation_result,
-        "baseline_settings": {
-            "trending": {"window_days": 7.0, "half_life_days": 1.0},
-            "co_watch": {"recent_watches": 5},
-            "tfrs_basic": {
-                "embedding_dim": tfrs_basic.embedding_dim,
-                "epochs": tfrs_basic.epochs,
-                "batch_size": tfrs_basic.batch_size,
-                "learning_rate": tfrs_basic.learning_rate,
-            },
-        },
+        "baseline_settings": r.baselines.settings,
         "warnings": warnings,
         "seconds": timer.seconds,
     }
-    result = _rounded(result)
-    (out / METRICS_FILE).write_text(json.dumps(result, indent=2) + "\n")
-    from recsys.evaluation.report import write_reports
+    return write_result(result, out, projection, started)
 
+
+def write_result(
+    result: dict[str, Any], out: Path, projection: E.Projection | None, started: float
+) -> dict[str, Any]:
+    """Round ``result``, write it as ``metrics.json`` and the reports beside it; return it."""
+    result = rounded(result)
+    (out / METRICS_FILE).write_text(json.dumps(result, indent=2) + "\n")
     md_path, html_path = write_reports(result, out, projection=projection)
     log.info(
         "wrote %s, %s and %s in %.1f s",
         out / METRICS_FILE,
         md_path,
         html_path,
-        time.perf_counter() - started_all,
+        time.perf_counter() - started,
     )
     return result
 

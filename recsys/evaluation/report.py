@@ -18,7 +18,7 @@ from typing import Any
 
 from recsys.evaluation import plots
 from recsys.evaluation.embeddings import Projection
-from recsys.evaluation.evaluate import DECIMALS, METHOD_LABELS
+from recsys.evaluation.result import DECIMALS, METHOD_LABELS
 from recsys.evaluation.segments import SEGMENT_TITLES
 
 log = logging.getLogger(__name__)

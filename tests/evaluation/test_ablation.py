@@ -1,11 +1,14 @@
-"""Tests for recsys.evaluation.ablation's variant list (the runs are in test_report)."""
+"""Tests for recsys.evaluation.ablation's variant list and plan (the runs are in test_report)."""
 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
+
+import pytest
 
 from recsys.config import ModelConfig
-from recsys.evaluation.ablation import BASE_MODEL, figure6_variants
+from recsys.evaluation.ablation import BASE_MODEL, Ablation, figure6_variants
 
 
 def test_training_group_takes_away_one_thing_at_a_time() -> None:
@@ -23,3 +26,23 @@ def test_only_what_the_base_uses_is_taken_away() -> None:
     assert labels == [BASE_MODEL, "without example age"]
     ladder = [v.label for v in figure6_variants(base) if v.group == "features"]
     assert ladder[-1] == "+ recency (all features)"  # the Figure 6 ladder is unchanged
+
+
+def _never_trains(*args: object, **kwargs: object) -> Path:
+    raise AssertionError("planning trains nothing")
+
+
+def test_an_ablation_runs_the_variants_it_names_in_figure_order() -> None:
+    base = ModelConfig(query_layers=(16, 8), candidate_layers=(16, 8))
+    ablation = Ablation(_never_trains, variants=["depth 1", "+ searches"])
+    assert [v.label for v in ablation.plan(base)] == ["+ searches", "depth 1"]
+    assert [v.label for v in Ablation(_never_trains).plan(base)] == [
+        v.label for v in figure6_variants(base)
+    ]
+
+
+def test_an_ablation_rejects_unknown_variants_and_no_epochs() -> None:
+    with pytest.raises(ValueError, match="unknown ablation variant"):
+        Ablation(_never_trains, variants=["+ searches", "depth 9"]).plan(ModelConfig())
+    with pytest.raises(ValueError, match="epochs must be positive"):
+        Ablation(_never_trains, epochs=0)

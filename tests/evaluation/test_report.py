@@ -22,8 +22,11 @@ from recsys.features.vocab import Vocabularies, Vocabulary
 def evaluated(
     trained_artifact: Path, tiny_world: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Path, dict[str, Any]]:
-    """One evaluation of the shared artifact, with one tiny ablation variant (1 epoch)."""
-    from recsys.evaluation import evaluate
+    """One evaluation of the shared artifact as ``recsys evaluate --ablation`` wires it: the
+    world's oracle, and one tiny ablation variant (1 epoch) trained by the training job."""
+    from recsys.cli.evaluate import synthetic_oracle
+    from recsys.evaluation import Ablation, evaluate
+    from recsys_training.ablation import train_variant
 
     out = tmp_path_factory.mktemp("evaluation")
     result = evaluate(
@@ -33,10 +36,8 @@ def evaluated(
         work_dir=out / "work",  # the shared artifact's folders are read, never written
         max_queries=None,  # all ~2400 held-out watches of the tiny world
         tfrs_epochs=1,
-        ablation=True,
-        ablation_variants=["+ example age"],
-        ablation_epochs=1,
-        ablation_batch_size=256,
+        oracle=synthetic_oracle,
+        ablation=Ablation(train_variant, epochs=1, variants=["+ example age"], batch_size=256),
         progress=False,
     )
     return out / "report", result
@@ -82,6 +83,36 @@ def test_html_is_self_contained(evaluated: tuple[Path, dict[str, Any]]) -> None:
     assert page.count('src="data:image/png;base64,') == 5  # every plot embedded
     assert not re.search(r'(src|href)="(?!data:)', page)  # nothing fetched from elsewhere
     assert "<h2>Segments</h2>" in page
+
+
+def test_without_oracle_and_ablation_the_report_leaves_them_out(
+    trained_artifact: Path, tiny_world: Path, tmp_path: Path
+) -> None:
+    from recsys.evaluation import evaluate, headline
+
+    out = tmp_path / "report"
+    result = evaluate(
+        trained_artifact,
+        tiny_world,
+        out=out,
+        work_dir=tmp_path / "work",
+        max_queries=300,
+        tfrs_epochs=1,
+        progress=False,
+    )
+    assert "oracle" not in result["methods"]
+    assert result["ablation"] is None
+    assert "ablation" not in result["seconds"]
+    assert json.loads((out / "metrics.json").read_text()) == result
+    md = (out / "report.md").read_text()
+    assert "## Headline: model vs baselines vs oracle" in md
+    assert "Not run: `recsys evaluate --ablation`" in md
+    assert "Oracle (true probabilities)" not in md
+    assert "(plots/ablation.png)" not in md
+    page = (out / "report.html").read_text()
+    assert page.count('src="data:image/png;base64,') == 4  # every plot but the ablation chart
+    assert "Oracle" not in headline(result)
+    assert result["queries"]["evaluated"] == 300
 
 
 def test_every_method_and_metrics_json_number_is_in_the_report(

@@ -1,0 +1,93 @@
+"""Example builds reused across runs: one folder per (data, split, feature config, seed).
+
+Training and evaluation both need the example shards of a dataset and split; building them
+is the slow part, so :func:`prepare_examples` keys a build by what it is made from and
+:func:`find_examples` looks for a matching build in other work folders.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from recsys.config import Config
+from recsys.dataset.io import DatasetError, read_meta
+from recsys.dataset.splits import Split
+from recsys.examples.building import EXAMPLES_META, ExampleSet, build_examples
+from recsys.logs import Progress, step
+
+log = logging.getLogger(__name__)
+
+
+def short_digest(payload: Any) -> str:
+    """12 hex digits of the SHA-256 of ``payload`` as sorted JSON: a folder-name key."""
+    raw = json.dumps(payload, sort_keys=True, default=str).encode()
+    return hashlib.sha256(raw).hexdigest()[:12]
+
+
+def examples_key(fingerprint: str, split: Split, config: Config) -> str:
+    """The key of the examples of a dataset (its fingerprint), split and config."""
+    return short_digest(
+        {
+            "data": fingerprint,
+            "split": [split.name, split.cutoff, split.eval_fraction],
+            "features": config.features,
+            "seed": config.train.seed,
+        }
+    )
+
+
+def prepare_examples(
+    data: Path, work: Path, split: Split, config: Config, progress: bool = True
+) -> tuple[Path, ExampleSet]:
+    """Build the example shards for (dataset, split, feature config) in ``work``, or reuse them.
+
+    Returns the examples folder (``work/examples-<key>``) and what its ``examples.json`` says.
+    """
+    out = work / f"examples-{examples_key(read_meta(data).fingerprint, split, config)}"
+    if (out / EXAMPLES_META).is_file():
+        log.info("reusing examples in %s", out)
+        return out, ExampleSet.load(out)
+    with step(f"building {split.name}-split examples from {data}"):
+        result = build_examples(
+            data,
+            out,
+            split,
+            config.features,
+            seed=config.train.seed,
+            progress=Progress("building examples", "partitions", enabled=progress),
+        )
+    return out, result
+
+
+def find_examples(
+    folders: Iterable[Path], fingerprint: str, split: Split, config: Config
+) -> Path | None:
+    """An existing examples folder under ``folders`` built from this data, split, features, seed.
+
+    Matched by what each folder's ``examples.json`` records (not by folder name), so builds
+    with another key for the same split are found too; unreadable folders are skipped.
+    """
+    want_features = asdict(config.features)
+    for root in folders:
+        if not root.is_dir():
+            continue
+        for meta_path in sorted(root.glob(f"examples-*/{EXAMPLES_META}")):
+            try:
+                found = ExampleSet.load(meta_path.parent)
+            except (DatasetError, TypeError, ValueError, OSError):
+                continue
+            if (
+                found.data_fingerprint == fingerprint
+                and found.split == split.name
+                and found.cutoff == split.cutoff
+                and found.feature_config == want_features
+                and found.seed == config.train.seed
+            ):
+                return meta_path.parent
+    return None
