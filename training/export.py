@@ -16,15 +16,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from recsys.artifact.catalog import Catalog, write_catalog
 from recsys.artifact.layout import (
     CANDIDATE_MODEL_DIR,
     CONFIG_FILE,
-    EMBEDDINGS_FILE,
     INDEX_DIR,
     ITEM_COLUMNS,
-    ITEMS_FILE,
     PROFILES_FILE,
     QUERY_MODEL_DIR,
     TFLITE_FILE,
@@ -93,8 +91,8 @@ def export_artifact(
         _write_towers(tmp, model, vocabs, config, items.content_dim)
         vocabs.save(tmp / VOCAB_FILE)
         frame = items_df[list(ITEM_COLUMNS)].reset_index(drop=True)
-        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp / ITEMS_FILE)
-        np.save(tmp / EMBEDDINGS_FILE, embeddings, allow_pickle=False)
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        write_catalog(Catalog(table, embeddings), tmp)
         write_profiles(build_profiles(data, config.features), tmp / PROFILES_FILE)
         (tmp / CONFIG_FILE).write_text(settings.to_json())
         if build_index:

@@ -15,13 +15,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
+from recsys.artifact.catalog import read_catalog
 from recsys.artifact.layout import (
     CANDIDATE_MODEL_DIR,
-    EMBEDDINGS_FILE,
     INDEX_DIR,
-    ITEMS_FILE,
     QUERY_MODEL_DIR,
     VOCAB_FILE,
 )
@@ -48,10 +46,9 @@ class ArtifactModel:
         self.reference_time = version.settings.reference_time
         self.content_dim = version.settings.content_dim  # None: no content input
         self.temperature = float(self.config.model.temperature)
-        self.items = pq.read_table(self.version_dir / ITEMS_FILE).to_pandas()
-        self.item_embeddings = np.load(
-            self.version_dir / EMBEDDINGS_FILE, allow_pickle=False
-        ).astype(np.float32)
+        catalog = read_catalog(version)
+        self.items = catalog.items.to_pandas()
+        self.item_embeddings = catalog.embeddings
         self.vocabularies = Vocabularies.load(self.version_dir / VOCAB_FILE)
         self._serve_ids: Any = None
 

@@ -19,10 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 
-from recsys.artifact.layout import CONFIG_FILE, EMBEDDINGS_FILE, INDEX_DIR, ITEMS_FILE
+from recsys.artifact.layout import INDEX_DIR, ITEMS_FILE
 from recsys.artifact.reader import ArtifactVersion, open_version
 from recsys.artifact.versions import ArtifactError, read_manifest, resolve_version, write_version
 from recsys.index.base import Index, IndexLoadError
@@ -36,19 +35,6 @@ _MAX_LISTED = 5
 
 class ArtifactIndexError(ArtifactError, ValueError):
     """An artifact's index, items or embeddings are missing, inconsistent or corrupt."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Catalog:
-    """items.parquet and item_embeddings.npy, row-aligned: `embeddings: [num_items, dim]`."""
-
-    items: pa.Table
-    embeddings: np.ndarray
-
-    @property
-    def ids(self) -> list[str]:
-        """Item ids in row order."""
-        return [str(value) for value in self.items.column("item_id").to_pylist()]
 
 
 def listed(values: Sequence[str]) -> str:
@@ -76,33 +62,6 @@ def artifact_errors(where: str | Path) -> Iterator[None]:
         raise ArtifactIndexError(f"{where}: {error}") from error
     except ArtifactError as error:
         raise ArtifactIndexError(str(error)) from error
-
-
-def read_catalog(version: ArtifactVersion) -> Catalog:
-    """Read items.parquet and item_embeddings.npy and check that they are row-aligned."""
-    started = time.perf_counter()
-    items_path, embeddings_path = version.path / ITEMS_FILE, version.path / EMBEDDINGS_FILE
-    try:
-        items = pq.read_table(items_path)
-        embeddings = np.load(embeddings_path, allow_pickle=False)
-    except (OSError, ValueError, pa.ArrowInvalid) as error:
-        raise ArtifactIndexError(f"{version.path}: cannot read the catalog ({error})") from error
-    if "item_id" not in items.column_names:
-        raise ArtifactIndexError(f"{items_path}: has no item_id column")
-    expected = (items.num_rows, version.settings.embedding_dim)
-    if embeddings.dtype != np.float32 or embeddings.shape != expected:
-        raise ArtifactIndexError(
-            f"{embeddings_path}: {embeddings.dtype} {list(embeddings.shape)}, expected float32 "
-            f"{list(expected)} ({ITEMS_FILE} rows x {CONFIG_FILE} embedding_dim)"
-        )
-    logger.info(
-        "read %d items x %d dims from %s in %.2f s",
-        items.num_rows,
-        version.settings.embedding_dim,
-        version.path,
-        time.perf_counter() - started,
-    )
-    return Catalog(items, embeddings)
 
 
 def load_version_index(version: ArtifactVersion) -> Index:
@@ -182,12 +141,6 @@ def save_index(index: Index, folder: Path) -> None:
     """Replace ``folder/index`` entirely with `index`."""
     shutil.rmtree(folder / INDEX_DIR, ignore_errors=True)
     index.save(folder / INDEX_DIR)
-
-
-def save_catalog(catalog: Catalog, folder: Path) -> None:
-    """Write `catalog` as ``folder/items.parquet`` and ``folder/item_embeddings.npy``."""
-    pq.write_table(catalog.items, folder / ITEMS_FILE)
-    np.save(folder / EMBEDDINGS_FILE, catalog.embeddings, allow_pickle=False)
 
 
 def describe_index(artifact: str | Path) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from recsys.artifact.catalog import Catalog, read_catalog, write_catalog
 from recsys.artifact.layout import CANDIDATE_MODEL_DIR, INDEX_DIR, ITEMS_FILE
 from recsys.artifact.reader import ArtifactVersion, open_version
 from recsys.index.base import IndexConfig
@@ -27,15 +28,12 @@ from recsys.index.registry import build_index
 from recsys.index.scann_index import ScannIndex
 from recsys.indexing.derived_versions import (
     ArtifactIndexError,
-    Catalog,
     artifact_errors,
     derive_version,
     index_entry,
     listed,
     load_version_index,
     positive_int,
-    read_catalog,
-    save_catalog,
     save_index,
 )
 from recsys.indexing.new_videos import NewItems, embed_new_items, read_new_items
@@ -65,7 +63,8 @@ def build_artifact_index(
     started = time.perf_counter()
     with artifact_errors(artifact):
         version = open_version(artifact)
-    catalog = read_catalog(version)
+    with artifact_errors(version.path):
+        catalog = read_catalog(version)
     config = config or IndexConfig.for_corpus_size(len(catalog.embeddings))
     resolved = config.resolve(len(catalog.embeddings))
     vectors = None
@@ -180,7 +179,8 @@ def add_items(
     with artifact_errors(artifact):
         version = open_version(artifact)
     new_items = read_new_items(Path(items_file), version.settings.content_dim)
-    catalog = read_catalog(version)
+    with artifact_errors(version.path):
+        catalog = read_catalog(version)
     index = load_version_index(version)
     embeddings = _embed(version, new_items, batch_size, progress)
     ids = new_items.ids
@@ -207,7 +207,7 @@ def add_items(
 
     def write(folder: Path) -> None:
         """Replace the new version's catalog and index."""
-        save_catalog(updated, folder)
+        write_catalog(updated, folder)
         save_index(index, folder)
 
     new_path = derive_version(version, entry, write)
@@ -249,7 +249,8 @@ def remove_items(artifact: str | Path, item_ids: Sequence[str]) -> Path:
     ids = _check_item_ids(item_ids)
     with artifact_errors(artifact):
         version = open_version(artifact)
-    catalog = read_catalog(version)
+    with artifact_errors(version.path):
+        catalog = read_catalog(version)
     removed = _rows_of(catalog, ids)
     known = set(catalog.items.column("item_id").filter(pa.array(removed)).to_pylist())
     unknown = [value for value in ids if value not in known]
@@ -279,7 +280,7 @@ def remove_items(artifact: str | Path, item_ids: Sequence[str]) -> Path:
 
     def write(folder: Path) -> None:
         """Replace the new version's catalog and index."""
-        save_catalog(updated, folder)
+        write_catalog(updated, folder)
         save_index(index, folder)
 
     new_path = derive_version(version, entry, write)

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from recsys.artifact.catalog import read_catalog
 from recsys.artifact.layout import PROFILES_FILE, QUERY_MODEL_DIR
 from recsys.artifact.reader import ArtifactVersion, open_version
 from recsys.index.base import Index
@@ -30,7 +31,6 @@ from recsys.indexing.derived_versions import (
     index_entry,
     load_version_index,
     positive_int,
-    read_catalog,
     save_index,
 )
 
@@ -210,7 +210,8 @@ def tune_artifact_index(
     with artifact_errors(artifact):
         version = open_version(artifact)
     index = _tunable_index(version)
-    catalog = read_catalog(version)
+    with artifact_errors(version.path):
+        catalog = read_catalog(version)
     source = queries
     if source == "auto":
         source = "profiles" if has_profiles(version.path) else "proxies"

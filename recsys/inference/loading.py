@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from recsys.artifact.catalog import read_catalog
 from recsys.artifact.layout import (
-    EMBEDDINGS_FILE,
     INDEX_DIR,
     ITEMS_FILE,
     PROFILES_FILE,
@@ -35,7 +35,12 @@ from recsys.index.base import Index, IndexLoadError
 from recsys.index.registry import load_index
 from recsys.inference.query_tower import QueryTower, TowerLoadError, load_query_tower
 from recsys.inference.request import ModelLoadError, RecommenderOptions
-from recsys.inference.served_catalog import CatalogLoadError, ServedCatalog, read_served_catalog
+from recsys.inference.served_catalog import (
+    SERVED_COLUMNS,
+    CatalogLoadError,
+    ServedCatalog,
+    served_catalog,
+)
 
 log = logging.getLogger(__name__)
 
@@ -84,20 +89,11 @@ def read_model_files(path: Path, options: RecommenderOptions, verify: bool = Tru
     except (IndexLoadError, OSError, ValueError) as exc:
         raise ModelLoadError(f"{path / INDEX_DIR}: {exc}") from exc
     try:
-        catalog = read_served_catalog(path / ITEMS_FILE)
-    except CatalogLoadError as exc:
+        files = read_catalog(version, columns=SERVED_COLUMNS)
+        catalog = served_catalog(files.items, path / ITEMS_FILE)
+    except (ArtifactError, CatalogLoadError) as exc:
         raise ModelLoadError(str(exc)) from exc
-    try:
-        # In memory, not mapped: scoring a small category or a video's neighbours reads
-        # rows all over the file, and a page fault per row costs more than the products.
-        embeddings = np.load(path / EMBEDDINGS_FILE, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"{path / EMBEDDINGS_FILE}: cannot read ({exc})") from exc
-    if embeddings.dtype != np.float32 or embeddings.shape != (len(catalog.row_of), dim):
-        raise ModelLoadError(
-            f"{path / EMBEDDINGS_FILE}: {embeddings.dtype} {embeddings.shape}, expected "
-            f"float32 ({len(catalog.row_of)}, {dim}) to match {ITEMS_FILE}"
-        )
+    embeddings = files.embeddings
     if len(index) != len(catalog.row_of):
         raise ModelLoadError(
             f"{path / INDEX_DIR}: {len(index)} live items, {ITEMS_FILE} has {len(catalog.row_of)}"

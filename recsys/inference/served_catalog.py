@@ -1,7 +1,8 @@
 """The served videos: ids, titles and categories row-aligned with ``item_embeddings.npy``.
 
-Read once per loaded version from the artifact's ``items.parquet``; maps ids to rows for
-exclusions, rows to reply fields, and category names to their rows for filters.
+Built once per loaded version from the catalog :func:`recsys.artifact.catalog.read_catalog`
+reads; maps ids to rows for exclusions, rows to reply fields, and category names to their
+rows for filters.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
+
+# The items columns serving reads (the catalog holds more, for the index operations).
+SERVED_COLUMNS = ("item_id", "title", "category")
 
 
 class CatalogLoadError(Exception):
-    """The artifact's catalog cannot be read: names the file and what is wrong."""
+    """The artifact's catalog cannot be served: names the file and what is wrong."""
 
 
 @dataclass
@@ -55,16 +58,16 @@ class ServedCatalog:
         return self.category_names[code] if code >= 0 else ""
 
 
-def read_served_catalog(path: Path) -> ServedCatalog:
-    try:
-        table = pq.read_table(path, columns=["item_id", "title", "category"])
-    except (OSError, pa.ArrowInvalid, KeyError) as exc:
-        raise CatalogLoadError(f"{path}: cannot read the catalog ({exc})") from exc
+def served_catalog(table: pa.Table, source: str | Path) -> ServedCatalog:
+    """The lookups over a version's items ``table`` (``item_id``, ``title``, ``category``).
+
+    ``source`` names the file in errors (duplicate or null ids).
+    """
     ids = table.column("item_id").combine_chunks().cast(pa.string())
     id_list = ids.to_pylist()
     row_of = {item_id: row for row, item_id in enumerate(id_list)}
     if len(row_of) != len(id_list) or None in row_of:
-        raise CatalogLoadError(f"{path}: item_id has nulls or duplicates")
+        raise CatalogLoadError(f"{source}: item_id has nulls or duplicates")
     categories = table.column("category").combine_chunks().cast(pa.string())
     encoded = categories.dictionary_encode()
     codes = encoded.indices.to_numpy(zero_copy_only=False)

@@ -11,19 +11,17 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from recsys.artifact.catalog import Catalog, CatalogError, read_catalog, write_catalog
 from recsys.artifact.layout import EMBEDDINGS_FILE, INDEX_DIR, ITEM_COLUMNS, ITEMS_FILE
 from recsys.artifact.reader import open_version
 from recsys.artifact.versions import read_manifest, resolve_version, verify_artifact
 from recsys.index.exact import ExactIndex
 from recsys.indexing.derived_versions import (
     ArtifactIndexError,
-    Catalog,
     derive_version,
     describe_index,
     index_entry,
     load_version_index,
-    read_catalog,
-    save_catalog,
     save_index,
 )
 
@@ -63,7 +61,7 @@ def test_derive_version_copies_changes_and_moves_latest(model: Path) -> None:
     index = ExactIndex.build(smaller.ids, smaller.embeddings)
 
     def write(folder: Path) -> None:
-        save_catalog(smaller, folder)
+        write_catalog(smaller, folder)
         save_index(index, folder)
 
     derived = derive_version(base, index_entry(index, {"note": "kept"}), write)
@@ -117,7 +115,7 @@ def test_read_catalog_refuses_misaligned_embeddings(model: Path) -> None:
 
     derived = open_version(_derive_with(model, misalign))
     rows = pq.read_metadata(derived.path / ITEMS_FILE).num_rows
-    with pytest.raises(ArtifactIndexError, match=rf"expected float32 \[{rows}, 32\]"):
+    with pytest.raises(CatalogError, match=rf"expected float32 \[{rows}, 32\]"):
         read_catalog(derived)
 
 

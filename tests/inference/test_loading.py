@@ -75,7 +75,7 @@ def _smaller_index(folder: Path) -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (_fewer_embeddings, rf"{EMBEDDINGS_FILE}: float32 \(1499, 32\), expected .*{ITEMS_FILE}"),
+        (_fewer_embeddings, rf"{EMBEDDINGS_FILE}: float32 \[1499, 32\], expected .*{ITEMS_FILE}"),
         (_smaller_index, rf"{INDEX_DIR}: 10 live items, {ITEMS_FILE} has 1500"),
     ],
 )

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from recsys.artifact.layout import PROFILES_FILE
@@ -16,7 +17,7 @@ from recsys.features.contract import FeatureConfig
 from recsys.features.vocab import Vocabularies, Vocabulary
 from recsys.inference.profile_features import EncodedProfiles
 from recsys.inference.request import watched_before
-from recsys.inference.served_catalog import read_served_catalog
+from recsys.inference.served_catalog import served_catalog
 from tests.conftest import T0
 
 CONFIG = FeatureConfig(max_history=3, max_searches=2, max_search_tokens=4, max_last_search_tokens=2)
@@ -119,7 +120,8 @@ def test_the_trained_artifacts_profiles_equal_encode_request(trained_artifact: P
     """Every tiny-world user, at moments before, inside and after their stored events."""
     profiles = Profiles.load(trained_artifact / PROFILES_FILE)
     vocabs = Vocabularies.load(trained_artifact / "vocabularies.json")
-    catalog = read_served_catalog(trained_artifact / "items.parquet")
+    items = trained_artifact / "items.parquet"
+    catalog = served_catalog(pq.read_table(items), items)
     config = FeatureConfig()
     encoded = EncodedProfiles(profiles, vocabs, config, catalog.rows_or_missing)
     times, offsets = profiles.list_column("watch_times")

@@ -18,7 +18,7 @@ from recsys.index.base import IndexConfig
 from recsys.index.exact import ExactIndex
 from recsys.index.scann_index import ScannIndex
 from recsys.inference.retrieval import Retriever
-from recsys.inference.served_catalog import ServedCatalog, read_served_catalog
+from recsys.inference.served_catalog import ServedCatalog, served_catalog
 
 NUM_ITEMS, DIM = 400, 16
 CATEGORIES = ("music", "news", "rare")
@@ -42,7 +42,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[ServedCatalog, np.n
         ),
         path,
     )
-    return read_served_catalog(path), embeddings
+    return served_catalog(pq.read_table(path), path), embeddings
 
 
 def _expected(
