@@ -25,7 +25,8 @@ def evaluated(
     """One evaluation of the shared artifact as ``recsys evaluate --ablation`` wires it: the
     world's oracle, and one tiny ablation variant (1 epoch) trained by the training job."""
     from recsys.cli.evaluate import synthetic_oracle
-    from recsys.evaluation import Ablation, evaluate
+    from recsys.evaluation.ablation import Ablation
+    from recsys.evaluation.evaluate import evaluate
     from recsys_training.ablation import train_variant
 
     out = tmp_path_factory.mktemp("evaluation")
@@ -88,7 +89,8 @@ def test_html_is_self_contained(evaluated: tuple[Path, dict[str, Any]]) -> None:
 def test_without_oracle_and_ablation_the_report_leaves_them_out(
     trained_artifact: Path, tiny_world: Path, tmp_path: Path
 ) -> None:
-    from recsys.evaluation import evaluate, headline
+    from recsys.evaluation.evaluate import evaluate
+    from recsys.evaluation.report import headline
 
     out = tmp_path / "report"
     result = evaluate(
