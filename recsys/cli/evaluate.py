@@ -32,9 +32,9 @@ def synthetic_oracle(data: Path) -> OracleScores | None:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     # The evaluation loads TensorFlow and matplotlib: only when the command runs.
+    from recsys.evaluation.ablation import Ablation
     from recsys.evaluation.evaluate import evaluate
     from recsys.evaluation.report import headline
-    from recsys.evaluation.ablation import Ablation
     from recsys.index.base import IndexLoadError
 
     ablation = None
