@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from tqdm import tqdm
+
 log = logging.getLogger("recsys")
 
 ProgressFn = Callable[[int, int], None]
@@ -55,8 +57,6 @@ class Progress:
         if not self.enabled or total <= 0:
             return
         if sys.stderr.isatty():
-            from tqdm import tqdm
-
             if self._bar is None:
                 self._bar = tqdm(total=total, desc=self.desc, unit=self.unit, leave=False)
             bar = self._bar

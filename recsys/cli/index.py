@@ -11,12 +11,14 @@ from recsys.logs import Progress, step
 
 
 def _print_index(version: Path) -> None:
+    # Index operations load pyarrow/ScaNN: only when the command runs (fast --help).
     from recsys.indexing.derived_versions import describe_index
 
     print(json.dumps(describe_index(version), indent=2))
 
 
 def _cmd_index_build(args: argparse.Namespace) -> int:
+    # Index operations load pyarrow/ScaNN: only when the command runs (fast --help).
     from recsys.index.base import IndexConfig
     from recsys.indexing.operations import build_artifact_index
 
@@ -36,6 +38,7 @@ def _cmd_index_build(args: argparse.Namespace) -> int:
 
 
 def _cmd_index_tune(args: argparse.Namespace) -> int:
+    # Index operations load pyarrow/ScaNN: only when the command runs (fast --help).
     from recsys.indexing.tuning import tune_artifact_index
 
     with step(f"tuning the index of {args.artifact} to recall@{args.k} >= {args.target_recall}"):
@@ -53,6 +56,7 @@ def _cmd_index_tune(args: argparse.Namespace) -> int:
 
 
 def _cmd_index_add(args: argparse.Namespace) -> int:
+    # Index operations load pyarrow/ScaNN: only when the command runs (fast --help).
     from recsys.indexing.operations import add_items
 
     with step(f"adding the videos of {args.items} to {args.artifact}"):
@@ -67,6 +71,7 @@ def _cmd_index_add(args: argparse.Namespace) -> int:
 
 
 def _cmd_index_remove(args: argparse.Namespace) -> int:
+    # Index operations load pyarrow/ScaNN: only when the command runs (fast --help).
     from recsys.indexing.operations import read_id_file, remove_items
 
     ids = [*args.item_ids, *(read_id_file(args.ids_file) if args.ids_file else [])]

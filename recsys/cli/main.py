@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``recsys`` command line; returns the process exit code."""
+    # The library's errors load pandas: only once a command runs (fast --help).
     from recsys.artifact.versions import ArtifactError
     from recsys.dataset.io import DatasetError
 

@@ -10,6 +10,7 @@ from recsys.logs import step
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    # gRPC and the server load TensorFlow: only when the command runs (fast --help).
     from recsys_serving.options import config_from_args
     from recsys_serving.server import serve
 
@@ -25,6 +26,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_recommend(args: argparse.Namespace) -> int:
+    # gRPC and the server load TensorFlow: only when the command runs (fast --help).
     from recsys_serving.client import Context, RecommenderClient, RecommenderError
 
     if not (args.user_id or args.history or args.search):
@@ -66,6 +68,7 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
 
 
 def _cmd_loadtest(args: argparse.Namespace) -> int:
+    # gRPC and the server load TensorFlow: only when the command runs (fast --help).
     from recsys_serving.loadtest import (
         LoadTestResult,
         cold_start_requests,
@@ -100,6 +103,7 @@ def _cmd_loadtest(args: argparse.Namespace) -> int:
             f"total {stages['total_ms']:.2f} (the rest of the latency is gRPC and queueing)"
         )
     if args.baseline_echo:
+        # gRPC and the server load TensorFlow: only when the command runs (fast --help).
         from recsys_serving.echo import echo_server_process
 
         with (
@@ -129,6 +133,7 @@ def add_serving(sub: argparse._SubParsersAction) -> None:
         "version is loaded and checked beside the served one and swapped in between two calls; "
         "a broken one is refused (logged) and the old one keeps serving.",
     )
+    # gRPC and the server load TensorFlow: only when the command runs (fast --help).
     from recsys_serving.options import add_arguments
 
     add_arguments(p)

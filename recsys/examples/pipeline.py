@@ -156,6 +156,7 @@ def feature_signature(
     feature_config: dict[str, object], content_dim: int | None
 ) -> dict[str, tf.TensorSpec]:
     """The ``tf.TensorSpec`` of every feature in a batch (batch dimension unknown)."""
+    # TensorFlow only where tf.data is built: the numpy readers here run without it.
     import tensorflow as tf
 
     def ints(*shape: int) -> tf.TensorSpec:
@@ -308,6 +309,7 @@ def make_dataset(
     ``IN_MEMORY_MAX_BYTES`` and streams them otherwise; True or False forces a path. Both
     give every pass the same rows (this worker's shard) with a fixed seed's order per pass.
     """
+    # TensorFlow only where tf.data is built: the numpy readers here run without it.
     import tensorflow as tf
 
     if batch_size <= 0:
@@ -365,6 +367,7 @@ def _streamed_dataset(
     batch_size: int,
 ) -> tf.data.Dataset:
     """Shuffle buffers from ``blocks(epoch)`` sliced into batches inside ``tf.data``."""
+    # TensorFlow only where tf.data is built: the numpy readers here run without it.
     import tensorflow as tf
 
     epochs = itertools.count()  # a new shuffle order every time the dataset is iterated
@@ -386,6 +389,7 @@ def _in_memory_dataset(
     rows: dict[str, np.ndarray], signature: dict[str, tf.TensorSpec], pass_order: _PassOrder
 ) -> tf.data.Dataset:
     """Rows held as constant tensors; one seeded permutation per pass, gathered per batch."""
+    # TensorFlow only where tf.data is built: the numpy readers here run without it.
     import tensorflow as tf
 
     epochs = itertools.count()  # a new shuffle order every time the dataset is iterated

@@ -60,6 +60,7 @@ class SavedModelTower:
 
     def structured(self, features: dict[str, np.ndarray]) -> np.ndarray:
         """Through the public keyword-argument signature call (the reference)."""
+        # TensorFlow only once a tower is loaded or converted: request types import this module.
         import tensorflow as tf
 
         tensors = {
@@ -71,6 +72,7 @@ class SavedModelTower:
 
     def flat(self, features: dict[str, np.ndarray]) -> np.ndarray:
         """Through the signature's flat function: inputs positional, in ``_arg_keywords``."""
+        # TensorFlow only once a tower is loaded or converted: request types import this module.
         import tensorflow as tf
 
         assert self._order is not None
@@ -120,6 +122,7 @@ class LiteTower:
 
     def __init__(self, model: bytes, dtypes: dict[str, Any]) -> None:
         """An interpreter over the flatbuffer ``model`` (inputs cast to ``dtypes``)."""
+        # TensorFlow only once a tower is loaded or converted: request types import this module.
         import tensorflow as tf
 
         with warnings.catch_warnings():  # tf.lite.Interpreter's notice about LiteRT
@@ -171,6 +174,7 @@ QueryTower = SavedModelTower | LiteTower
 
 def convert_to_tflite(saved_model_dir: str | Path) -> bytes:
     """The ``serve_ids`` signature of a query SavedModel as a TensorFlow Lite flatbuffer."""
+    # TensorFlow only once a tower is loaded or converted: request types import this module.
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_saved_model(
@@ -236,6 +240,7 @@ def _agree(a: np.ndarray, b: np.ndarray, tolerance: float) -> bool:
 
 def _load_saved_model(path: Path) -> SavedModelTower:
     """Load the query SavedModel and check its ``serve_ids`` signature takes our features."""
+    # TensorFlow only once a tower is loaded or converted: request types import this module.
     import tensorflow as tf
 
     try:
