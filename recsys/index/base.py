@@ -66,8 +66,7 @@ class IndexConfig:
     anisotropic_quantization_threshold: ScaNN's AVQ threshold; None turns it off.
     dims_per_block: asymmetric hashing's dimensions per 4-bit code. 1 (16 bytes per video
         per 32 dims) scores closely enough that far fewer candidates need exact rescoring
-        for the same recall than with 2 (half the bytes): on the 1M-video benchmark model,
-        recall@100 0.98 from 500 rescored against 2,000 (BENCHMARKS.md).
+        for the same recall than with 2 (half the bytes); BENCHMARKS.md measures both.
     """
 
     kind: IndexKind = "auto"

@@ -1,9 +1,9 @@
 """The query tower at serving time: a TensorFlow Lite copy, checked against the SavedModel.
 
 The artifact's query SavedModel (``serve_ids`` signature) is the reference. Calling it costs
-about 0.5 ms per request on 2 cores, nearly all of it TensorFlow's per-call overhead for a
-tower whose arithmetic takes microseconds; the same graph converted to TensorFlow Lite (a
-flatbuffer of builtin ops: data, it cannot run code) answers in about 0.03 ms. At load,
+mostly TensorFlow's per-call overhead for a tower whose arithmetic takes microseconds; the
+same graph converted to TensorFlow Lite (a flatbuffer of builtin ops: data, it cannot run
+code) answers an order of magnitude faster (BENCHMARKS.md has the figures). At load,
 :func:`load_query_tower` converts the signature (or reads ``query_model.tflite`` when the
 artifact has one), runs probe queries through both, and serves the Lite copy only when
 every embedding agrees within ``1e-5``; otherwise it serves the SavedModel itself, through
@@ -110,8 +110,8 @@ class SavedModelTower:
 class LiteTower:
     """The tower as a TensorFlow Lite interpreter: one query at a time, under a lock.
 
-    An interpreter is not thread-safe; each call holds the lock for ~30 us, less than
-    batching would cost. Inputs keep their batch-of-one shapes, so tensors are allocated once:
+    An interpreter is not thread-safe; each call holds the lock for tens of microseconds, less
+    than batching would cost. Inputs keep their batch-of-one shapes, so tensors are allocated once:
     the first call goes through the signature runner (which sizes and allocates them), later
     calls with the same shapes only set the inputs and invoke, through the runner's own
     interpreter handle (what the runner does after sizing; the public ``invoke`` refuses to
