@@ -69,7 +69,9 @@ def _venv_with(wheel: Path, venv: Path) -> Path:
     them, so TensorFlow is not downloaded again). Returns its site-packages."""
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     site = Path(sysconfig.get_path("purelib", vars={"base": str(venv)}))
-    (site / "dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    # Every site-packages this process sees (its venv's may itself extend the path by a .pth).
+    deps = [p for p in sys.path if Path(p).name == "site-packages" and Path(p) != site]
+    (site / "dependencies.pth").write_text("".join(f"{p}\n" for p in deps))
     # --ignore-installed: never uninstall the recsys this venv sees through the .pth.
     subprocess.run(
         [venv / "bin" / "python", "-m", "pip", "install", *OFFLINE, "--ignore-installed", wheel],
