@@ -4,7 +4,7 @@ One generator for two callers: ``setup.py``'s build hook (``pip install .``, ``p
 ``pip install -e .``), which loads this file by path because the build environment has
 ``grpcio-tools`` but not recsys's own dependencies, and ``python -m recsys_serving.protogen``
 (``make proto``), which regenerates an editable checkout after the ``.proto`` changes.
-Standard library only, apart from ``grpc_tools`` inside :func:`generate`.
+Standard library only: protoc (``grpcio-tools``) runs in a child process.
 
 The folder gets a ``STAMP``: its first line is the sha256 of the ``.proto`` and the revision
 of the post-processing below, what the code depends on; the second names the generator's
@@ -25,6 +25,7 @@ import logging
 import os
 import re
 import shutil
+import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -84,19 +85,17 @@ def _locked(path: Path) -> Iterator[None]:
 
 def generate(proto_root: Path, out_dir: Path) -> None:
     """Run protoc on ``proto_root``'s ``.proto`` and swap the result in for ``out_dir``."""
-    # grpc_tools is a build (and dev) requirement: importing this module must not need it.
-    from grpc_tools import protoc
-
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
     old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
     raw = tmp / "protoc"
     raw.mkdir(parents=True)
     try:
-        include = Path(protoc.__file__).parent / "_proto"
         proto = proto_root / PROTO_FILE
-        args = ["grpc_tools.protoc", f"-I{proto_root}", f"-I{include}"]
-        args += [f"--python_out={raw}", f"--pyi_out={raw}", f"--grpc_python_out={raw}"]
-        code = protoc.main([*args, str(proto)])
+        outputs = [f"--python_out={raw}", f"--pyi_out={raw}", f"--grpc_python_out={raw}"]
+        # protoc in its own process: importing grpc_tools' compiler into a process that has
+        # imported TensorFlow crashes it (segmentation fault), and a caller may have.
+        command = [sys.executable, "-m", "grpc_tools.protoc", f"-I{proto_root}", *outputs]
+        code = subprocess.run([*command, str(proto)], check=False).returncode
         if code != 0:
             raise ProtoGenError(f"protoc failed on {proto} (exit code {code}); see stderr")
         _post_process(raw / Path(PROTO_FILE).parent, tmp)

@@ -122,3 +122,21 @@ def test_racing_regenerations_neither_fail_nor_tear_the_code(checkout: Path) -> 
     assert _python(checkout, "-c", IMPORT).returncode == 0
     leftovers = [p.name for p in (checkout / "serving").glob("._generated.*")]
     assert leftovers == []
+
+
+def test_generation_works_in_a_process_that_has_loaded_tensorflow(tmp_path: Path) -> None:
+    protos = shutil.copytree(REPO / "protos", tmp_path / "protos")
+    code = (
+        "import sys, tensorflow; from pathlib import Path; "
+        "from recsys_serving import protogen; "
+        "protogen.ensure_generated(Path(sys.argv[1]), Path(sys.argv[2]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, protos, tmp_path / "out"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert protogen.is_current(protos, tmp_path / "out")
