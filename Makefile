@@ -10,16 +10,26 @@ DEMO_USERS ?= u000000 u000001 u000002
 # mypy needs the installed import names (recsys_data, ...) as folders: a view of symlinks.
 TYPECHECK := build/typecheck
 
-.PHONY: install lint typecheck test demo clean
+.PHONY: install proto lint typecheck test demo clean
 
-$(STAMP): pyproject.toml
+# The gRPC code: setup.py's build hook writes it into serving/_generated/ (git-ignored) at
+# install; after an edit of the .proto, `make proto` (or any target below) regenerates it.
+PROTO := protos/recsys/v1/recommender.proto
+GENERATED := serving/_generated/STAMP
+
+$(STAMP): pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
 	$(PY) -m pip install --quiet -e '.[dev]'
-	$(PY) -m recsys_serving.proto
 	touch $@
 
-install: $(STAMP)
+$(GENERATED): $(PROTO) serving/protogen.py | $(STAMP)
+	$(PY) -m recsys_serving.protogen
+	touch $@
+
+proto: $(GENERATED)
+
+install: $(STAMP) $(GENERATED)
 
 $(TYPECHECK):
 	mkdir -p $(TYPECHECK)
