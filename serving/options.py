@@ -1,7 +1,8 @@
 """``recsys serve`` options: one definition for the CLI and ``python -m recsys_serving.server``.
 
-Light on purpose (argparse, and the CLI's argument types): building the ``recsys`` command
-line must not import gRPC, pyarrow or TensorFlow.
+Light on purpose (argparse only): building the ``recsys`` command line must not import gRPC,
+pyarrow or TensorFlow. The ``recsys`` CLI sits above serving, so its argument types are not
+used here.
 """
 
 from __future__ import annotations
@@ -10,13 +11,22 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from recsys.cli.common import positive_int
-
 if TYPE_CHECKING:
     from recsys_serving.server import ServerConfig
 
 # recsys.inference.query_tower.RUNTIMES (a test checks)
 TOWER_RUNTIMES = ("auto", "tflite", "savedmodel")
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a positive integer, else a usage error naming the value."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser, default_port: int = 50051) -> None:
