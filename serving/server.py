@@ -100,9 +100,12 @@ def configure_tensorflow_threads(intra_op: int, inter_op: int) -> None:
 class RecommenderServer:
     """A running server: ``start()``, ``reload_now()``, ``stop()``; see the module docstring."""
 
-    def __init__(self, config: ServerConfig) -> None:
-        """Create (not start) the server for ``config``."""
+    def __init__(
+        self, config: ServerConfig, servicer: type[RecommenderServicer] = RecommenderServicer
+    ) -> None:
+        """Create (not start) the server for ``config`` (``servicer``: benchmarks' variants)."""
         self.config = config
+        self._servicer = servicer
         self.model_dir = Path(config.artifacts) / config.name
         self.slot = ModelSlot()
         self._health = health.HealthServicer()
@@ -126,7 +129,7 @@ class RecommenderServer:
                 ("grpc.so_reuseport", 1 if config.reuse_port else 0),
             ],
         )
-        add_to_server(RecommenderServicer(self.slot), server)
+        add_to_server(self._servicer(self.slot), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server

@@ -30,6 +30,7 @@ from recsys.inference.recommender import (
     UnknownItemError,
     UnknownUserError,
 )
+from recsys.inference.request import RecommendResult
 from recsys_serving.proto import SERVICE_NAME, pb2, pb2_grpc
 from recsys_serving.reply import ReplyEncoder
 
@@ -241,7 +242,7 @@ class RecommenderServicer(pb2_grpc.RecommenderServicer):
 
     def Recommend(  # noqa: N802  (gRPC method names are the proto's)
         self, request: pb2.RecommendRequest, context: grpc.ServicerContext
-    ) -> bytes:
+    ) -> bytes | pb2.RecommendResponse:
         """Ranked videos for a user context (see the .proto): the serialised reply."""
         started = time.perf_counter()  # the reply's total_ms counts from here
         checked = check_recommend(request)
@@ -254,6 +255,12 @@ class RecommenderServicer(pb2_grpc.RecommenderServicer):
             exclude_ids=checked.exclude_ids,
             category=checked.category,
         )
+        return self._reply(model, result, started)
+
+    def _reply(
+        self, model: Recommender, result: RecommendResult, started: float
+    ) -> bytes | pb2.RecommendResponse:
+        """Recommend's reply: serialised from each video's cached bytes (see BENCHMARKS.md)."""
         return self._reply_encoder(model).encode(result, started)
 
     def SimilarItems(  # noqa: N802
