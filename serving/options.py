@@ -8,11 +8,22 @@ used here.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from recsys_serving.server import ServerConfig
+
+# gRPC worker threads per server process (and the echo baseline's): few, because Python runs
+# the handlers under one GIL and extra threads only add hand-offs (see BENCHMARKS.md).
+DEFAULT_WORKERS = 8
+
+
+def default_processes() -> int:
+    """Server processes by default: one per CPU this process may use (one GIL each)."""
+    return len(os.sched_getaffinity(0))
+
 
 # recsys.inference.query_tower.RUNTIMES (a test checks)
 TOWER_RUNTIMES = ("auto", "tflite", "savedmodel")
@@ -49,16 +60,16 @@ def add_arguments(parser: argparse.ArgumentParser, default_port: int = 50051) ->
     parser.add_argument(
         "--workers",
         type=positive_int,
-        default=8,
-        help="gRPC worker threads per process (default 8, measured on 2 cores)",
+        default=DEFAULT_WORKERS,
+        help=f"gRPC worker threads per process (default {DEFAULT_WORKERS}, measured on 2 cores)",
     )
     parser.add_argument(
         "--processes",
         type=positive_int,
-        default=1,
+        default=default_processes(),
         help="server processes sharing the port, one GIL each; the kernel spreads connections "
-        "over them, each loads and hot-reloads the model, a dead one is restarted (default 1; "
-        "see BENCHMARKS.md)",
+        "over them, each loads and hot-reloads the model (memory: one model each), a dead one "
+        "is restarted (default: one per usable CPU, here %(default)s; see BENCHMARKS.md)",
     )
     parser.add_argument(
         "--pin-cpus",

@@ -37,7 +37,7 @@ from grpc_reflection.v1alpha import reflection
 
 from recsys.artifact.versions import ArtifactError, resolve_version
 from recsys.inference.recommender import ModelLoadError, Recommender, RecommenderOptions
-from recsys_serving.options import add_arguments, config_from_args
+from recsys_serving.options import DEFAULT_WORKERS, add_arguments, config_from_args
 from recsys_serving.proto import SERVICE_NAME
 from recsys_serving.replicas import serve_replicas
 from recsys_serving.servicer import ModelSlot, RecommenderServicer, add_to_server
@@ -55,7 +55,7 @@ class ServerConfig:
     name: str
     host: str = "127.0.0.1"
     port: int = 0  # 0: the OS picks a free port (see RecommenderServer.port)
-    workers: int = 8
+    workers: int = DEFAULT_WORKERS
     max_concurrent_rpcs: int = 256  # beyond this, calls fail fast with RESOURCE_EXHAUSTED
     reload_interval_s: float = 5.0
     grace_s: float = 10.0
@@ -66,7 +66,8 @@ class ServerConfig:
     # wake-up costs more than the tiny query tower on a busy 2-core machine)
     tf_inter_op_threads: int = -1
     options: RecommenderOptions = field(default_factory=RecommenderOptions)
-    # >1: that many server processes share the port (recsys_serving.replicas)
+    # >1: that many server processes share the port (recsys_serving.replicas); in-process
+    # use serves one, `recsys serve` one per usable CPU (recsys_serving.options)
     processes: int = 1
     pin_cpus: bool = False  # with processes > 1: replica i on CPU i (recsys_serving.replicas)
     reuse_port: bool = False  # set in each replica: share the port the supervisor reserved
@@ -326,6 +327,7 @@ def replica_command(config: ServerConfig, port: int, port_file: Path) -> list[st
         f"--host={config.host}",
         f"--port={port}",
         "--reuse-port",
+        "--processes=1",  # a replica serves; it never supervises replicas of its own
         f"--port-file={port_file}",
         f"--workers={config.workers}",
         f"--reload-interval={config.reload_interval_s}",

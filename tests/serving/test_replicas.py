@@ -216,6 +216,21 @@ def test_serve_options_name_the_libraries_tower_runtimes() -> None:
     assert TOWER_RUNTIMES == RUNTIMES
 
 
+def test_serve_runs_one_process_per_usable_cpu_by_default(tmp_path: Path) -> None:
+    import argparse
+    import os
+
+    from recsys_serving.options import add_arguments, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    config = config_from_args(parser.parse_args(["--artifacts", str(tmp_path), "--name=m"]))
+    assert config.processes == len(os.sched_getaffinity(0))
+    for bad in ("0", "-2", "two"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["--artifacts", str(tmp_path), "--name=m", f"--processes={bad}"])
+
+
 def test_replica_command_round_trips_through_the_options(tmp_path: Path) -> None:
     import argparse
 
