@@ -8,6 +8,7 @@ used here.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,8 +22,29 @@ DEFAULT_WORKERS = 8
 
 
 def default_processes() -> int:
-    """Server processes by default: one per CPU this process may use (one GIL each)."""
-    return len(os.sched_getaffinity(0))
+    """Server processes by default: one per CPU this process may use (one GIL each).
+
+    The CPUs it may run on, capped by a cgroup CPU quota (a container limited to 2 CPUs on a
+    64-core node runs 2 processes, not 64 copies of the model).
+    """
+    cpus = len(os.sched_getaffinity(0))
+    quota = cgroup_cpu_quota()
+    return max(1, min(cpus, math.ceil(quota))) if quota is not None else cpus
+
+
+def cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """CPUs this process's cgroup may use per period (cgroup v2 or v1); None: no quota."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]  # v2: "max 100000"
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())  # v1: -1 when none
+        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return quota_us / period_us if quota_us > 0 and period_us > 0 else None
 
 
 # recsys.inference.query_tower.RUNTIMES (a test checks)
@@ -69,7 +91,8 @@ def add_arguments(parser: argparse.ArgumentParser, default_port: int = 50051) ->
         default=default_processes(),
         help="server processes sharing the port, one GIL each; the kernel spreads connections "
         "over them, each loads and hot-reloads the model (memory: one model each), a dead one "
-        "is restarted (default: one per usable CPU, here %(default)s; see BENCHMARKS.md)",
+        "is restarted (default: one per CPU this process may use, capped by its cgroup's CPU "
+        "quota; here %(default)s; see BENCHMARKS.md)",
     )
     parser.add_argument(
         "--pin-cpus",
