@@ -158,6 +158,7 @@ def add_arguments(parser: argparse.ArgumentParser, default_port: int = 50051) ->
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     """A ServerConfig from parsed :func:`add_arguments` options."""
+    # Here, not above: building the command line must not import gRPC or the library's stack.
     from recsys.inference.recommender import RecommenderOptions
     from recsys_serving.server import ServerConfig
 

@@ -85,7 +85,7 @@ class ServerConfig:
 
 def configure_tensorflow_threads(intra_op: int, inter_op: int) -> None:
     """Size TensorFlow's thread pools; must run before TensorFlow executes anything."""
-    import tensorflow as tf
+    import tensorflow as tf  # only when a server starts (ServerConfig, replica_command: without)
 
     try:
         tf.config.threading.set_intra_op_parallelism_threads(intra_op)
