@@ -27,6 +27,7 @@ from types import FrameType
 
 import grpc
 
+from recsys_serving.options import DEFAULT_WORKERS, default_processes
 from recsys_serving.proto import pb2, pb2_grpc
 from recsys_serving.replicas import serve_replicas
 
@@ -90,7 +91,10 @@ class EchoServicer(pb2_grpc.RecommenderServicer):
 
 
 def make_echo_server(
-    host: str = "127.0.0.1", port: int = 0, workers: int = 8, reuse_port: bool = False
+    host: str = "127.0.0.1",
+    port: int = 0,
+    workers: int = DEFAULT_WORKERS,
+    reuse_port: bool = False,
 ) -> tuple[grpc.Server, int]:
     """An unstarted echo server bound to ``host:port``, and the bound port."""
     server = grpc.server(
@@ -119,7 +123,10 @@ class ServerProcess:
 
 @contextmanager
 def echo_server_process(
-    workers: int = 8, startup_timeout_s: float = 30.0, processes: int = 1, pin_cpus: bool = False
+    workers: int = DEFAULT_WORKERS,
+    startup_timeout_s: float = 30.0,
+    processes: int = 1,
+    pin_cpus: bool = False,
 ) -> Iterator[ServerProcess]:
     """Run an echo server in a child process (spawned, never forked) until the block ends.
 
@@ -167,9 +174,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m recsys_serving.echo", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port (default 0: any free port)")
-    parser.add_argument("--workers", type=int, default=8, help="worker threads (default 8)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=DEFAULT_WORKERS,
+        help=f"worker threads (default {DEFAULT_WORKERS}, as recsys serve)",
+    )
     parser.add_argument("--port-file", type=Path, help="write the bound port to this file")
-    parser.add_argument("--processes", type=int, default=1, help="replicas on the port (1)")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=default_processes(),
+        help="replicas on the port (default: one per usable CPU, as recsys serve)",
+    )
     parser.add_argument(
         "--pin-cpus", action="store_true", help="replica i on CPU i (as recsys serve's)"
     )
@@ -190,6 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"--workers={args.workers}",
                 f"--port-file={port_file}",
                 "--reuse-port",
+                "--processes=1",  # a replica never supervises replicas of its own
             ]
 
         return serve_replicas(

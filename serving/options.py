@@ -1,22 +1,65 @@
 """``recsys serve`` options: one definition for the CLI and ``python -m recsys_serving.server``.
 
-Light on purpose (argparse, and the CLI's argument types): building the ``recsys`` command
-line must not import gRPC, pyarrow or TensorFlow.
+Light on purpose (argparse only): building the ``recsys`` command line must not import gRPC,
+pyarrow or TensorFlow. The ``recsys`` CLI sits above serving, so its argument types are not
+used here.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-from recsys.cli.common import positive_int
 
 if TYPE_CHECKING:
     from recsys_serving.server import ServerConfig
 
+# gRPC worker threads per server process (and the echo baseline's): few, because Python runs
+# the handlers under one GIL and extra threads only add hand-offs (see BENCHMARKS.md).
+DEFAULT_WORKERS = 8
+
+
+def default_processes() -> int:
+    """Server processes by default: one per CPU this process may use (one GIL each).
+
+    The CPUs it may run on, capped by a cgroup CPU quota (a container limited to 2 CPUs on a
+    64-core node runs 2 processes, not 64 copies of the model).
+    """
+    cpus = len(os.sched_getaffinity(0))
+    quota = cgroup_cpu_quota()
+    return max(1, min(cpus, math.ceil(quota))) if quota is not None else cpus
+
+
+def cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """CPUs this process's cgroup may use per period (cgroup v2 or v1); None: no quota."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]  # v2: "max 100000"
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())  # v1: -1 when none
+        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return quota_us / period_us if quota_us > 0 and period_us > 0 else None
+
+
 # recsys.inference.query_tower.RUNTIMES (a test checks)
 TOWER_RUNTIMES = ("auto", "tflite", "savedmodel")
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a positive integer, else a usage error naming the value."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser, default_port: int = 50051) -> None:
@@ -39,16 +82,17 @@ def add_arguments(parser: argparse.ArgumentParser, default_port: int = 50051) ->
     parser.add_argument(
         "--workers",
         type=positive_int,
-        default=8,
-        help="gRPC worker threads per process (default 8, measured on 2 cores)",
+        default=DEFAULT_WORKERS,
+        help=f"gRPC worker threads per process (default {DEFAULT_WORKERS}, measured on 2 cores)",
     )
     parser.add_argument(
         "--processes",
         type=positive_int,
-        default=1,
+        default=default_processes(),
         help="server processes sharing the port, one GIL each; the kernel spreads connections "
-        "over them, each loads and hot-reloads the model, a dead one is restarted (default 1; "
-        "see BENCHMARKS.md)",
+        "over them, each loads and hot-reloads the model (memory: one model each), a dead one "
+        "is restarted (default: one per CPU this process may use, capped by its cgroup's CPU "
+        "quota; here %(default)s; see BENCHMARKS.md)",
     )
     parser.add_argument(
         "--pin-cpus",
@@ -114,6 +158,7 @@ def add_arguments(parser: argparse.ArgumentParser, default_port: int = 50051) ->
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     """A ServerConfig from parsed :func:`add_arguments` options."""
+    # Here, not above: building the command line must not import gRPC or the library's stack.
     from recsys.inference.recommender import RecommenderOptions
     from recsys_serving.server import ServerConfig
 

@@ -37,7 +37,7 @@ from grpc_reflection.v1alpha import reflection
 
 from recsys.artifact.versions import ArtifactError, resolve_version
 from recsys.inference.recommender import ModelLoadError, Recommender, RecommenderOptions
-from recsys_serving.options import add_arguments, config_from_args
+from recsys_serving.options import DEFAULT_WORKERS, add_arguments, config_from_args
 from recsys_serving.proto import SERVICE_NAME
 from recsys_serving.replicas import serve_replicas
 from recsys_serving.servicer import ModelSlot, RecommenderServicer, add_to_server
@@ -55,7 +55,7 @@ class ServerConfig:
     name: str
     host: str = "127.0.0.1"
     port: int = 0  # 0: the OS picks a free port (see RecommenderServer.port)
-    workers: int = 8
+    workers: int = DEFAULT_WORKERS
     max_concurrent_rpcs: int = 256  # beyond this, calls fail fast with RESOURCE_EXHAUSTED
     reload_interval_s: float = 5.0
     grace_s: float = 10.0
@@ -66,7 +66,8 @@ class ServerConfig:
     # wake-up costs more than the tiny query tower on a busy 2-core machine)
     tf_inter_op_threads: int = -1
     options: RecommenderOptions = field(default_factory=RecommenderOptions)
-    # >1: that many server processes share the port (recsys_serving.replicas)
+    # >1: that many server processes share the port (recsys_serving.replicas); in-process
+    # use serves one, `recsys serve` one per usable CPU (recsys_serving.options)
     processes: int = 1
     pin_cpus: bool = False  # with processes > 1: replica i on CPU i (recsys_serving.replicas)
     reuse_port: bool = False  # set in each replica: share the port the supervisor reserved
@@ -84,7 +85,7 @@ class ServerConfig:
 
 def configure_tensorflow_threads(intra_op: int, inter_op: int) -> None:
     """Size TensorFlow's thread pools; must run before TensorFlow executes anything."""
-    import tensorflow as tf
+    import tensorflow as tf  # only when a server starts (ServerConfig, replica_command: without)
 
     try:
         tf.config.threading.set_intra_op_parallelism_threads(intra_op)
@@ -100,9 +101,12 @@ def configure_tensorflow_threads(intra_op: int, inter_op: int) -> None:
 class RecommenderServer:
     """A running server: ``start()``, ``reload_now()``, ``stop()``; see the module docstring."""
 
-    def __init__(self, config: ServerConfig) -> None:
-        """Create (not start) the server for ``config``."""
+    def __init__(
+        self, config: ServerConfig, servicer: type[RecommenderServicer] = RecommenderServicer
+    ) -> None:
+        """Create (not start) the server for ``config`` (``servicer``: benchmarks' variants)."""
         self.config = config
+        self._servicer = servicer
         self.model_dir = Path(config.artifacts) / config.name
         self.slot = ModelSlot()
         self._health = health.HealthServicer()
@@ -126,7 +130,7 @@ class RecommenderServer:
                 ("grpc.so_reuseport", 1 if config.reuse_port else 0),
             ],
         )
-        add_to_server(RecommenderServicer(self.slot), server)
+        add_to_server(self._servicer(self.slot), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
@@ -323,6 +327,7 @@ def replica_command(config: ServerConfig, port: int, port_file: Path) -> list[st
         f"--host={config.host}",
         f"--port={port}",
         "--reuse-port",
+        "--processes=1",  # a replica serves; it never supervises replicas of its own
         f"--port-file={port_file}",
         f"--workers={config.workers}",
         f"--reload-interval={config.reload_interval_s}",

@@ -1,10 +1,12 @@
 """The ``recsys.v1.Recommender`` servicer: checks requests, calls the library, maps errors.
 
-Every request is validated before any work: a bad one gets INVALID_ARGUMENT naming the
-field, an unknown user or video NOT_FOUND, a request while no model is loaded UNAVAILABLE,
-and an expired deadline DEADLINE_EXCEEDED. Anything unexpected is logged and answered with
-INTERNAL; no request can take the service down. The model is read from a :class:`ModelSlot`
-once per request, so a hot swap never mixes two versions inside one reply.
+The handlers are business logic; :func:`guarded`, wrapped around each at registration, does
+what every call needs (deadlines, error-to-status mapping, per-call logging). Every request
+is validated before any work: a bad one gets INVALID_ARGUMENT naming the field, an unknown
+user or video NOT_FOUND, a request while no model is loaded UNAVAILABLE, and an expired
+deadline DEADLINE_EXCEEDED. Anything unexpected is logged and answered with INTERNAL; no
+request can take the service down. The model is read from a :class:`ModelSlot` once per
+request, so a hot swap never mixes two versions inside one reply.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import NoReturn, TypeVar
+from typing import Any
 
 import grpc
 
@@ -28,12 +30,14 @@ from recsys.inference.recommender import (
     UnknownItemError,
     UnknownUserError,
 )
+from recsys.inference.request import RecommendResult
 from recsys_serving.proto import SERVICE_NAME, pb2, pb2_grpc
 from recsys_serving.reply import ReplyEncoder
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
+Message = Any  # a generated request message
+Handler = Callable[[Message, grpc.ServicerContext], object]
 
 # Ids: printable, no whitespace; generous lengths (the synthetic world's are 8 bytes).
 MAX_ID_BYTES = 256
@@ -43,6 +47,7 @@ MAX_SEARCH_BYTES = 1024
 MAX_EXCLUDE_IDS = 1000
 MAX_SHORT_TEXT_BYTES = 64  # country, region, gender
 MAX_TIME = 4_102_444_800  # 2100-01-01: later "Unix seconds" are milliseconds or garbage
+GENDERS = ("f", "m", "x")  # the users table's values (recsys.dataset.schema)
 
 
 class RequestError(Exception):
@@ -137,6 +142,42 @@ def _optional_text(message: pb2.UserContext, field: str, limit: int) -> str | No
     return _check_text(value, f"context.{field}", limit) or None
 
 
+def _check_context(c: pb2.UserContext, request_time: int | None) -> RequestContext:
+    history = _check_ids(c.watch_history, "context.watch_history", MAX_HISTORY)
+    if len(c.searches) > MAX_SEARCHES:
+        raise _invalid(
+            f"context.searches has {len(c.searches)} queries; at most {MAX_SEARCHES} are accepted"
+        )
+    searches = [
+        _check_text(q, f"context.searches[{i}]", MAX_SEARCH_BYTES) for i, q in enumerate(c.searches)
+    ]
+    age = None
+    if c.HasField("age"):
+        if not 1 <= c.age <= MAX_AGE:
+            raise _invalid(f"context.age must be in 1..{MAX_AGE} years, got {c.age}")
+        age = c.age
+    gender = _optional_text(c, "gender", MAX_SHORT_TEXT_BYTES)
+    if gender is not None and gender not in GENDERS:
+        raise _invalid(
+            f"context.gender must be one of {', '.join(GENDERS)} or unset, got {gender!r}"
+        )
+    return RequestContext(
+        watch_history=history,
+        watch_times=_check_times(
+            c.watch_times, len(history), "context.watch_times", "watch_history ids"
+        ),
+        searches=searches,
+        search_times=_check_times(
+            c.search_times, len(searches), "context.search_times", "searches"
+        ),
+        country=_optional_text(c, "country", MAX_SHORT_TEXT_BYTES),
+        region=_optional_text(c, "region", MAX_SHORT_TEXT_BYTES),
+        age=age,
+        gender=gender,
+        request_time=request_time,
+    )
+
+
 def check_recommend(request: pb2.RecommendRequest) -> _Checked:
     """Validate a RecommendRequest; RequestError(INVALID_ARGUMENT) names the bad field."""
     if not 1 <= request.k <= MAX_K:
@@ -149,37 +190,7 @@ def check_recommend(request: pb2.RecommendRequest) -> _Checked:
             raise _invalid(f"request_time = {request_time} is not Unix seconds in 0..{MAX_TIME}")
     ctx: RequestContext | None = None
     if request.HasField("context"):
-        c = request.context
-        history = _check_ids(c.watch_history, "context.watch_history", MAX_HISTORY)
-        if len(c.searches) > MAX_SEARCHES:
-            raise _invalid(
-                f"context.searches has {len(c.searches)} queries; at most {MAX_SEARCHES} "
-                "are accepted"
-            )
-        searches = [
-            _check_text(q, f"context.searches[{i}]", MAX_SEARCH_BYTES)
-            for i, q in enumerate(c.searches)
-        ]
-        age = None
-        if c.HasField("age"):
-            if not 1 <= c.age <= MAX_AGE:
-                raise _invalid(f"context.age must be in 1..{MAX_AGE} years, got {c.age}")
-            age = c.age
-        ctx = RequestContext(
-            watch_history=history,
-            watch_times=_check_times(
-                c.watch_times, len(history), "context.watch_times", "watch_history ids"
-            ),
-            searches=searches,
-            search_times=_check_times(
-                c.search_times, len(searches), "context.search_times", "searches"
-            ),
-            country=_optional_text(c, "country", MAX_SHORT_TEXT_BYTES),
-            region=_optional_text(c, "region", MAX_SHORT_TEXT_BYTES),
-            age=age,
-            gender=_optional_text(c, "gender", MAX_SHORT_TEXT_BYTES),
-            request_time=request_time,
-        )
+        ctx = _check_context(request.context, request_time)
     elif request_time is not None:
         ctx = RequestContext(request_time=request_time)
     empty = ctx is None or not (
@@ -202,17 +213,13 @@ def check_recommend(request: pb2.RecommendRequest) -> _Checked:
     )
 
 
-def _check_deadline(context: grpc.ServicerContext) -> None:
-    remaining = context.time_remaining()
-    if remaining is not None and remaining <= 0:
-        raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
-
-
 class RecommenderServicer(pb2_grpc.RecommenderServicer):
     """Typed handlers of ``recsys.v1.Recommender`` over the model in a :class:`ModelSlot`.
 
-    ``Recommend`` answers with the serialised reply (bytes, see :mod:`recsys_serving.reply`):
-    register the servicer with :func:`add_to_server`, which passes bytes through.
+    Handlers hold the business logic only: they raise :class:`RequestError` (or the
+    library's errors) and :func:`add_to_server` registers them behind :func:`guarded`, which
+    turns every failure into a status. ``Recommend`` answers with the serialised reply
+    (bytes, see :mod:`recsys_serving.reply`), which the registration passes through.
     """
 
     def __init__(self, slot: ModelSlot) -> None:
@@ -233,92 +240,69 @@ class RecommenderServicer(pb2_grpc.RecommenderServicer):
             raise RequestError(grpc.StatusCode.UNAVAILABLE, "no model loaded yet; retry shortly")
         return model
 
-    def _handle(self, method: str, context: grpc.ServicerContext, work: Callable[[], T]) -> T:
-        """Run ``work``; turn every failure into a status (abort raises, ending the RPC)."""
-        try:
-            _check_deadline(context)
-            result = work()
-            _check_deadline(context)  # the caller gave up: do not serialise a reply
-            return result
-        except RequestError as exc:
-            _abort(context, exc.code, exc.message)
-        except (UnknownUserError, UnknownItemError) as exc:
-            _abort(context, grpc.StatusCode.NOT_FOUND, str(exc.args[0]))
-        except ValueError as exc:  # the library's own argument checks
-            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        except Exception:
-            log.exception("%s failed", method)
-            _abort(context, grpc.StatusCode.INTERNAL, f"{method} failed; see the server log")
-
     def Recommend(  # noqa: N802  (gRPC method names are the proto's)
         self, request: pb2.RecommendRequest, context: grpc.ServicerContext
-    ) -> bytes:
+    ) -> bytes | pb2.RecommendResponse:
         """Ranked videos for a user context (see the .proto): the serialised reply."""
-        started = time.perf_counter()
+        started = time.perf_counter()  # the reply's total_ms counts from here
+        checked = check_recommend(request)
+        model = self._model()  # once: a hot swap never mixes two versions in one reply
+        result = model.recommend(
+            checked.context,
+            checked.user_id,
+            checked.k,
+            exclude_watched=checked.exclude_watched,
+            exclude_ids=checked.exclude_ids,
+            category=checked.category,
+        )
+        return self._reply(model, result, started)
 
-        def work() -> bytes:
-            checked = check_recommend(request)
-            model = self._model()
-            result = model.recommend(
-                checked.context,
-                checked.user_id,
-                checked.k,
-                exclude_watched=checked.exclude_watched,
-                exclude_ids=checked.exclude_ids,
-                category=checked.category,
-            )
-            return self._reply_encoder(model).encode(result, started)
-
-        return self._handle("Recommend", context, work)
+    def _reply(
+        self, model: Recommender, result: RecommendResult, started: float
+    ) -> bytes | pb2.RecommendResponse:
+        """Recommend's reply: serialised from each video's cached bytes (see BENCHMARKS.md)."""
+        return self._reply_encoder(model).encode(result, started)
 
     def SimilarItems(  # noqa: N802
         self, request: pb2.SimilarItemsRequest, context: grpc.ServicerContext
     ) -> pb2.SimilarItemsResponse:
         """Videos nearest to a video."""
-
-        def work() -> pb2.SimilarItemsResponse:
-            if not 1 <= request.k <= MAX_K:
-                raise _invalid(f"k must be in 1..{MAX_K}, got {request.k}")
-            item_id = _check_id(request.item_id, "item_id")
-            model = self._model()
-            items = model.similar_items(item_id, request.k)
-            return pb2.SimilarItemsResponse(
-                items=[
-                    pb2.SimilarItem(
-                        item_id=i.item_id, title=i.title, category=i.category, score=i.score
-                    )
-                    for i in items
-                ],
-                model_name=model.name,
-                model_version=model.version,
-            )
-
-        return self._handle("SimilarItems", context, work)
+        if not 1 <= request.k <= MAX_K:
+            raise _invalid(f"k must be in 1..{MAX_K}, got {request.k}")
+        item_id = _check_id(request.item_id, "item_id")
+        model = self._model()
+        items = model.similar_items(item_id, request.k)
+        return pb2.SimilarItemsResponse(
+            items=[
+                pb2.SimilarItem(
+                    item_id=i.item_id, title=i.title, category=i.category, score=i.score
+                )
+                for i in items
+            ],
+            model_name=model.name,
+            model_version=model.version,
+        )
 
     def GetModelInfo(  # noqa: N802
         self, request: pb2.GetModelInfoRequest, context: grpc.ServicerContext
     ) -> pb2.ModelInfo:
         """The served model's identity."""
-
-        def work() -> pb2.ModelInfo:
-            info = self._model().info()
-            return pb2.ModelInfo(
-                model_name=info.model_name,
-                model_version=info.model_version,
-                created_at=info.created_at,
-                loaded_at=info.loaded_at,
-                embedding_dim=info.embedding_dim,
-                num_items=info.num_items,
-                num_profiles=info.num_profiles,
-                temperature=info.temperature,
-                index_kind=info.index_kind,
-                index_config_json=json.dumps(info.index_config, sort_keys=True),
-                data_fingerprint=info.data_fingerprint,
-                metrics_json=json.dumps(info.metrics, sort_keys=True, default=_json_default),
-                artifact_path=info.artifact_path,
-            )
-
-        return self._handle("GetModelInfo", context, work)
+        info = self._model().info()
+        return pb2.ModelInfo(
+            model_name=info.model_name,
+            model_version=info.model_version,
+            created_at=info.created_at,
+            loaded_at=info.loaded_at,
+            embedding_dim=info.embedding_dim,
+            num_items=info.num_items,
+            num_profiles=info.num_profiles,
+            temperature=info.temperature,
+            index_kind=info.index_kind,
+            index_config_json=json.dumps(info.index_config, sort_keys=True),
+            data_fingerprint=info.data_fingerprint,
+            metrics_json=json.dumps(info.metrics, sort_keys=True, default=_json_default),
+            artifact_path=info.artifact_path,
+        )
 
 
 def _json_default(value: object) -> object:
@@ -327,9 +311,54 @@ def _json_default(value: object) -> object:
     return str(value)
 
 
-def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
-    context.abort(code, message)
-    raise AssertionError("grpc.ServicerContext.abort returned")  # it always raises
+def _status(method: str, exc: Exception) -> tuple[grpc.StatusCode, str]:
+    """The status a handler's exception is answered with (anything unexpected: INTERNAL)."""
+    if isinstance(exc, RequestError):
+        return exc.code, exc.message
+    if isinstance(exc, (UnknownUserError, UnknownItemError)):
+        return grpc.StatusCode.NOT_FOUND, str(exc.args[0])
+    if isinstance(exc, ValueError):  # the library's own argument checks
+        return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+    log.error("%s failed", method, exc_info=exc)
+    return grpc.StatusCode.INTERNAL, f"{method} failed; see the server log"
+
+
+def _past_deadline(context: grpc.ServicerContext) -> bool:
+    remaining = context.time_remaining()
+    return remaining is not None and remaining <= 0
+
+
+def guarded(method: str, handler: Handler) -> Handler:
+    """``handler`` with what every call needs around it: deadlines, statuses, logging.
+
+    A call whose deadline has passed gets DEADLINE_EXCEEDED without running (and without its
+    reply being serialised when it passed meanwhile); an exception becomes its status
+    (:func:`_status`); each call is logged with its outcome and time at DEBUG level. Applied
+    once per method at registration (:func:`add_to_server`), so a call pays one function
+    call for it, not an interceptor's per-call handler lookup.
+    """
+
+    def call(request: Message, context: grpc.ServicerContext) -> object:
+        started = time.perf_counter()
+        try:
+            if _past_deadline(context):
+                raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
+            reply = handler(request, context)
+            if _past_deadline(context):  # the caller gave up: do not serialise a reply
+                raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
+        except Exception as exc:
+            code, message = _status(method, exc)
+        else:
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("%s OK in %.2f ms", method, (time.perf_counter() - started) * 1e3)
+            return reply
+        if log.isEnabledFor(logging.DEBUG):
+            elapsed = (time.perf_counter() - started) * 1e3
+            log.debug("%s %s in %.2f ms: %s", method, code.name, elapsed, message)
+        context.abort(code, message)  # raises, ending the call with that status
+        raise AssertionError("grpc.ServicerContext.abort returned")
+
+    return call
 
 
 def _serialize(reply: object) -> bytes:
@@ -340,27 +369,24 @@ def _serialize(reply: object) -> bytes:
 
 
 def add_to_server(servicer: RecommenderServicer, server: grpc.Server) -> None:
-    """Register ``servicer`` on ``server`` (as the generated function does, bytes passed through).
+    """Register ``servicer``'s methods on ``server``, each behind :func:`guarded`.
 
-    The generated ``add_RecommenderServicer_to_server`` serialises every reply with the
-    message class's own method, which refuses the bytes ``Recommend`` returns.
+    Instead of the generated ``add_RecommenderServicer_to_server``, which serialises every
+    reply with the message class's own method (refusing the bytes ``Recommend`` returns) and
+    has no place for the wrapper.
     """
+    methods: dict[str, tuple[Handler, Any]] = {
+        "Recommend": (servicer.Recommend, pb2.RecommendRequest),
+        "SimilarItems": (servicer.SimilarItems, pb2.SimilarItemsRequest),
+        "GetModelInfo": (servicer.GetModelInfo, pb2.GetModelInfoRequest),
+    }
     handlers = {
-        "Recommend": grpc.unary_unary_rpc_method_handler(
-            servicer.Recommend,
-            request_deserializer=pb2.RecommendRequest.FromString,
+        name: grpc.unary_unary_rpc_method_handler(
+            guarded(name, handler),
+            request_deserializer=request_type.FromString,
             response_serializer=_serialize,
-        ),
-        "SimilarItems": grpc.unary_unary_rpc_method_handler(
-            servicer.SimilarItems,
-            request_deserializer=pb2.SimilarItemsRequest.FromString,
-            response_serializer=_serialize,
-        ),
-        "GetModelInfo": grpc.unary_unary_rpc_method_handler(
-            servicer.GetModelInfo,
-            request_deserializer=pb2.GetModelInfoRequest.FromString,
-            response_serializer=_serialize,
-        ),
+        )
+        for name, (handler, request_type) in methods.items()
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
     server.add_registered_method_handlers(SERVICE_NAME, handlers)

@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
+from typing import TYPE_CHECKING
 
 from recsys.cli.common import UsageError, positive_int
 from recsys.logs import step
+from recsys_serving.options import (
+    DEFAULT_WORKERS,
+    add_arguments,
+    config_from_args,
+    default_processes,
+)
+
+if TYPE_CHECKING:
+    from recsys_serving.loadtest import LoadTestResult
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    # gRPC and the server load TensorFlow: only when the command runs (fast --help).
-    from recsys_serving.options import config_from_args
-    from recsys_serving.server import serve
+    from recsys_serving.server import serve  # gRPC and the library: only to serve
 
     config = config_from_args(args)
     try:
@@ -26,7 +35,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_recommend(args: argparse.Namespace) -> int:
-    # gRPC and the server load TensorFlow: only when the command runs (fast --help).
+    # Imported here: gRPC stays off the path that only builds the command line.
     from recsys_serving.client import Context, RecommenderClient, RecommenderError
 
     if not (args.user_id or args.history or args.search):
@@ -67,14 +76,20 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_stages(result: LoadTestResult) -> None:
+    if result.server_ms:
+        stages = result.server_ms
+        print(
+            "             server stages, mean ms: "
+            f"context {stages['context_ms']:.2f}, query tower {stages['query_tower_ms']:.2f}, "
+            f"index {stages['index_ms']:.2f}, ranking {stages['rescoring_ms']:.2f}, "
+            f"total {stages['total_ms']:.2f} (the rest of the latency is gRPC and queueing)"
+        )
+
+
 def _cmd_loadtest(args: argparse.Namespace) -> int:
-    # gRPC and the server load TensorFlow: only when the command runs (fast --help).
-    from recsys_serving.loadtest import (
-        LoadTestResult,
-        cold_start_requests,
-        run_loadtest,
-        user_requests,
-    )
+    # Imported here: grpc.aio and numpy stay off the path that only builds the command line.
+    from recsys_serving.loadtest import cold_start_requests, run_loadtest, user_requests
 
     factory = user_requests(args.user_id, args.k) if args.user_id else cold_start_requests(args.k)
 
@@ -89,36 +104,58 @@ def _cmd_loadtest(args: argparse.Namespace) -> int:
             channels=args.channels,
         )
 
-    with step(
-        f"load test of {args.target}: {args.concurrency} calls in flight, {args.duration:g} s"
-    ):
-        result = measure(args.target)
-    print(f"recommender  {result.summary()}")
-    if result.server_ms:
-        stages = result.server_ms
-        print(
-            "             server stages, mean ms: "
-            f"context {stages['context_ms']:.2f}, query tower {stages['query_tower_ms']:.2f}, "
-            f"index {stages['index_ms']:.2f}, ranking {stages['rescoring_ms']:.2f}, "
-            f"total {stages['total_ms']:.2f} (the rest of the latency is gRPC and queueing)"
-        )
-    if args.baseline_echo:
-        # gRPC and the server load TensorFlow: only when the command runs (fast --help).
-        from recsys_serving.echo import echo_server_process
+    if not args.baseline_echo:
+        with step(f"load test of {args.target}: {args.concurrency} calls in flight"):
+            results = [measure(args.target) for _ in range(args.rounds)]
+        for result in results:
+            print(f"recommender  {result.summary()}")
+        _print_stages(results[-1])
+        return 1 if any(r.errors for r in results) else 0
+    from recsys_serving.echo import echo_server_process  # only with a baseline: a child process
 
-        with (
-            step("the same load against an echo gRPC server (baseline)"),
-            echo_server_process(
-                workers=args.echo_workers,
-                processes=args.echo_processes,
-                pin_cpus=args.echo_pin_cpus,
-            ) as echo,
-        ):
-            baseline = measure(echo.target)
-        print(f"echo         {baseline.summary()}")
-        if baseline.qps > 0:
-            print(f"throughput: {result.qps / baseline.qps:.2f}x the echo server's")
-    return 1 if result.errors else 0
+    rounds: list[tuple[LoadTestResult, LoadTestResult]] = []
+    with (
+        step(
+            f"load test of {args.target} and an echo gRPC server (baseline), "
+            f"{args.concurrency} calls in flight, {args.rounds} rounds in alternating order"
+        ),
+        echo_server_process(
+            workers=args.echo_workers,
+            processes=args.echo_processes,
+            pin_cpus=args.echo_pin_cpus,
+        ) as echo,
+    ):
+        for i in range(args.rounds):
+            if i % 2 == 0:
+                result, baseline = measure(args.target), measure(echo.target)
+            else:
+                baseline, result = measure(echo.target), measure(args.target)
+            rounds.append((result, baseline))
+            print(f"round {i + 1}: recommender  {result.summary()}")
+            print(f"round {i + 1}: echo         {baseline.summary()}")
+    _print_stages(rounds[-1][0])
+    print(comparison(rounds))
+    return 1 if any(result.errors for result, _ in rounds) else 0
+
+
+def comparison(rounds: list[tuple[LoadTestResult, LoadTestResult]]) -> str:
+    """Medians over rounds of (recommender, echo) results, and the per-round ratios."""
+
+    def median(values: list[float]) -> float:
+        return float(statistics.median(values))
+
+    ratios = [r.qps / e.qps if e.qps > 0 else float("nan") for r, e in rounds]
+    lines = [
+        f"medians of {len(rounds)} rounds: recommender {median([r.qps for r, _ in rounds]):.0f} "
+        f"calls/s, p50 {median([r.p50_ms for r, _ in rounds]):.2f} ms; echo "
+        f"{median([e.qps for _, e in rounds]):.0f} calls/s, p50 "
+        f"{median([e.p50_ms for _, e in rounds]):.2f} ms",
+        f"throughput: {median(ratios):.2f}x the echo server's (rounds "
+        + " ".join(f"{x:.2f}" for x in ratios)
+        + "); p50: "
+        + f"{median([r.p50_ms / e.p50_ms for r, e in rounds]):.2f}x the echo server's",
+    ]
+    return "\n".join(lines)
 
 
 def add_serving(sub: argparse._SubParsersAction) -> None:
@@ -133,9 +170,6 @@ def add_serving(sub: argparse._SubParsersAction) -> None:
         "version is loaded and checked beside the served one and swapped in between two calls; "
         "a broken one is refused (logged) and the old one keeps serving.",
     )
-    # gRPC and the server load TensorFlow: only when the command runs (fast --help).
-    from recsys_serving.options import add_arguments
-
     add_arguments(p)
     p.set_defaults(handler=_cmd_serve)
 
@@ -213,21 +247,30 @@ def add_serving(sub: argparse._SubParsersAction) -> None:
         "--timeout", type=float, default=5.0, metavar="S", help="per-call deadline (default 5)"
     )
     p.add_argument(
+        "--rounds",
+        type=positive_int,
+        default=3,
+        help="measurements, each reported; with --baseline-echo the recommender and the echo "
+        "server alternate (who goes first changes every round) and the medians and per-round "
+        "ratios are printed (default 3)",
+    )
+    p.add_argument(
         "--baseline-echo",
         action="store_true",
-        help="also run the same load against an echo gRPC server and print the ratio",
+        help="also run the same load against an echo gRPC server and print the ratios",
     )
     p.add_argument(
         "--echo-workers",
         type=positive_int,
-        default=8,
-        help="echo server worker threads (default 8, as `recsys serve`)",
+        default=DEFAULT_WORKERS,
+        help=f"echo server worker threads (default {DEFAULT_WORKERS}, as `recsys serve`)",
     )
     p.add_argument(
         "--echo-processes",
         type=positive_int,
-        default=1,
-        help="echo server processes on its port (default 1; match the server's --processes)",
+        default=default_processes(),
+        help="echo server processes on its port (default: one per usable CPU, here "
+        "%(default)s, as `recsys serve`; match the server's --processes)",
     )
     p.add_argument(
         "--echo-pin-cpus",
@@ -237,8 +280,8 @@ def add_serving(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--channels",
         type=positive_int,
-        default=1,
-        help="connections the calls are spread over (default 1; a server with --processes N "
-        "needs at least N to use them all)",
+        default=8,
+        help="connections the calls are spread over (default 8; a server with --processes N "
+        "needs at least N to use them all, and the kernel spreads connections at random)",
     )
     p.set_defaults(handler=_cmd_loadtest)

@@ -194,3 +194,33 @@ def test_the_echo_server_runs_in_its_own_process() -> None:
         )
     assert result.ok > 0
     assert result.errors == {}
+
+
+def test_the_loadtest_comparison_gives_medians_and_per_round_ratios() -> None:
+    from recsys.cli.serving import comparison
+    from recsys_serving.loadtest import LoadTestResult
+
+    def result(qps: float, p50: float) -> LoadTestResult:
+        return LoadTestResult(
+            target="t",
+            concurrency=16,
+            duration_s=1.0,
+            calls=int(qps),
+            ok=int(qps),
+            qps=qps,
+            p50_ms=p50,
+            p95_ms=p50,
+            p99_ms=p50,
+            mean_ms=p50,
+            max_ms=p50,
+        )
+
+    rounds = [
+        (result(400, 2.0), result(1000, 1.0)),
+        (result(600, 3.0), result(1000, 1.0)),
+        (result(100, 9.0), result(1000, 1.5)),
+    ]
+    text = comparison(rounds)
+    assert "medians of 3 rounds: recommender 400 calls/s, p50 3.00 ms; echo 1000 calls/s" in text
+    assert "throughput: 0.40x the echo server's (rounds 0.40 0.60 0.10)" in text
+    assert "p50: 3.00x the echo server's" in text

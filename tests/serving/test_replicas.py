@@ -216,6 +216,47 @@ def test_serve_options_name_the_libraries_tower_runtimes() -> None:
     assert TOWER_RUNTIMES == RUNTIMES
 
 
+def test_serve_runs_one_process_per_usable_cpu_by_default(tmp_path: Path) -> None:
+    import argparse
+    import math
+    import os
+
+    from recsys_serving.options import add_arguments, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    config = config_from_args(parser.parse_args(["--artifacts", str(tmp_path), "--name=m"]))
+    from recsys_serving.options import cgroup_cpu_quota
+
+    quota = cgroup_cpu_quota()
+    cpus = len(os.sched_getaffinity(0))
+    assert config.processes == (cpus if quota is None else min(cpus, max(1, math.ceil(quota))))
+    for bad in ("0", "-2", "two"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["--artifacts", str(tmp_path), "--name=m", f"--processes={bad}"])
+
+
+@pytest.mark.parametrize(
+    ("files", "quota"),
+    [
+        ({"cpu.max": "max 100000\n"}, None),
+        ({"cpu.max": "150000 100000\n"}, 1.5),
+        ({"cpu/cpu.cfs_quota_us": "200000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 2.0),
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+        ({}, None),
+    ],
+)
+def test_a_cgroup_cpu_quota_is_read_from_v2_or_v1(
+    tmp_path: Path, files: dict[str, str], quota: float | None
+) -> None:
+    from recsys_serving.options import cgroup_cpu_quota
+
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert cgroup_cpu_quota(tmp_path) == quota
+
+
 def test_replica_command_round_trips_through_the_options(tmp_path: Path) -> None:
     import argparse
 

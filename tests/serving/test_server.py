@@ -170,6 +170,11 @@ BAD_REQUESTS = [
         "context.age must be in 1..120",
     ),
     (
+        pb2.RecommendRequest(k=10, context=pb2.UserContext(country="US", gender="F")),
+        "INVALID_ARGUMENT",
+        "context.gender must be one of f, m, x or unset, got 'F'",
+    ),
+    (
         pb2.RecommendRequest(k=10, user_id="u000001", request_time=-5),
         "INVALID_ARGUMENT",
         "request_time = -5 is not Unix seconds",
@@ -210,6 +215,13 @@ def test_every_bad_request_gets_its_code_and_message_and_the_server_keeps_servin
     assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     reply = stub.Recommend(pb2.RecommendRequest(user_id="u000001", k=10), timeout=10)
     assert len(reply.items) == 10
+
+
+def test_a_known_or_empty_gender_is_served(stub: pb2_grpc.RecommenderStub) -> None:
+    for gender in ("f", "m", "x", ""):
+        context = pb2.UserContext(country="US", gender=gender)
+        reply = stub.Recommend(pb2.RecommendRequest(context=context, k=3), timeout=10)
+        assert len(reply.items) == 3
 
 
 def test_unknown_history_ids_are_counted(stub: pb2_grpc.RecommenderStub) -> None:
@@ -372,7 +384,9 @@ class _Exploding:
         raise RuntimeError("boom")
 
 
-def test_an_internal_error_is_internal_and_the_server_keeps_serving() -> None:
+def test_an_internal_error_is_internal_logged_and_the_server_keeps_serving(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     from concurrent import futures
 
     from recsys_serving.servicer import ModelSlot, RecommenderServicer, add_to_server
@@ -392,3 +406,49 @@ def test_an_internal_error_is_internal_and_the_server_keeps_serving() -> None:
                 assert error.details() == "Recommend failed; see the server log"
     finally:
         server.stop(0)
+    failures = [r for r in caplog.records if r.getMessage() == "Recommend failed"]
+    assert len(failures) == 3
+    assert all(r.exc_info and "boom" in str(r.exc_info[1]) for r in failures)
+
+
+def test_a_call_past_its_deadline_is_deadline_exceeded_and_logged_with_its_time(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from concurrent import futures
+
+    from recsys_serving.servicer import ModelSlot, RecommenderServicer, add_to_server
+
+    class Slow(RecommenderServicer):
+        def Recommend(  # noqa: N802
+            self, request: pb2.RecommendRequest, context: grpc.ServicerContext
+        ) -> bytes:
+            if request.k != 5:
+                return super().Recommend(request, context)
+            time.sleep(0.3)  # outlives the caller's deadline
+            return b""
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    add_to_server(Slow(ModelSlot()), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    caplog.set_level("DEBUG", logger="recsys_serving.servicer")
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = pb2_grpc.RecommenderStub(channel)
+            with pytest.raises(grpc.RpcError) as info:
+                stub.Recommend(pb2.RecommendRequest(user_id="u1", k=5), timeout=0.1)
+            assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and not any(
+                "DEADLINE_EXCEEDED" in r.getMessage() for r in caplog.records
+            ):
+                time.sleep(0.05)
+            error = _call(stub, pb2.RecommendRequest(user_id="u1", k=0))
+            assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    finally:
+        server.stop(0)
+    messages = [r.getMessage() for r in caplog.records]
+    late = [m for m in messages if m.startswith("Recommend DEADLINE_EXCEEDED in ")]
+    assert len(late) == 1, messages
+    assert float(late[0].split(" in ")[1].split(" ms")[0]) >= 300
+    assert any(m.startswith("Recommend INVALID_ARGUMENT in ") for m in messages), messages
