@@ -41,6 +41,7 @@ $(TYPECHECK):
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: install $(TYPECHECK)
 	$(BIN)/mypy -p recsys -p recsys_data -p recsys_training -p recsys_serving

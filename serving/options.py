@@ -11,10 +11,6 @@ import argparse
 import math
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from recsys_serving.server import ServerConfig
 
 # gRPC worker threads per server process (and the echo baseline's): few, because Python runs
 # the handlers under one GIL and extra threads only add hand-offs (see BENCHMARKS.md).
@@ -153,32 +149,4 @@ def add_arguments(parser: argparse.ArgumentParser, default_port: int = 50051) ->
         type=int,
         default=-1,
         help="default -1: run TensorFlow ops in the calling thread",
-    )
-
-
-def config_from_args(args: argparse.Namespace) -> ServerConfig:
-    """A ServerConfig from parsed :func:`add_arguments` options."""
-    # Here, not above: building the command line must not import gRPC or the library's stack.
-    from recsys.inference.recommender import RecommenderOptions
-    from recsys_serving.server import ServerConfig
-
-    return ServerConfig(
-        artifacts=args.artifacts,
-        name=args.name,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        reload_interval_s=args.reload_interval,
-        grace_s=args.grace,
-        tf_intra_op_threads=args.tf_intra_op_threads,
-        tf_inter_op_threads=args.tf_inter_op_threads,
-        options=RecommenderOptions(
-            max_batch=args.max_batch,
-            tower_runtime=args.tower_runtime,
-            leaves_to_search=args.leaves_to_search,
-            reorder_k=args.reorder_k,
-        ),
-        processes=args.processes,
-        pin_cpus=args.pin_cpus,
-        reuse_port=args.reuse_port,
     )

@@ -37,7 +37,7 @@ from grpc_reflection.v1alpha import reflection
 
 from recsys.artifact.versions import ArtifactError, resolve_version
 from recsys.inference.recommender import ModelLoadError, Recommender, RecommenderOptions
-from recsys_serving.options import DEFAULT_WORKERS, add_arguments, config_from_args
+from recsys_serving.options import DEFAULT_WORKERS, add_arguments
 from recsys_serving.proto import SERVICE_NAME
 from recsys_serving.replicas import serve_replicas
 from recsys_serving.servicer import ModelSlot, RecommenderServicer, add_to_server
@@ -81,6 +81,30 @@ class ServerConfig:
             raise ValueError(f"processes must be positive, got {self.processes}")
         if self.reload_interval_s <= 0:
             raise ValueError(f"reload interval must be positive, got {self.reload_interval_s}")
+
+
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    """A ServerConfig from parsed :func:`add_arguments` options."""
+    return ServerConfig(
+        artifacts=args.artifacts,
+        name=args.name,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        reload_interval_s=args.reload_interval,
+        grace_s=args.grace,
+        tf_intra_op_threads=args.tf_intra_op_threads,
+        tf_inter_op_threads=args.tf_inter_op_threads,
+        options=RecommenderOptions(
+            max_batch=args.max_batch,
+            tower_runtime=args.tower_runtime,
+            leaves_to_search=args.leaves_to_search,
+            reorder_k=args.reorder_k,
+        ),
+        processes=args.processes,
+        pin_cpus=args.pin_cpus,
+        reuse_port=args.reuse_port,
+    )
 
 
 def configure_tensorflow_threads(intra_op: int, inter_op: int) -> None:

@@ -12,7 +12,6 @@ from recsys.logs import step
 from recsys_serving.options import (
     DEFAULT_WORKERS,
     add_arguments,
-    config_from_args,
     default_processes,
 )
 
@@ -21,7 +20,8 @@ if TYPE_CHECKING:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from recsys_serving.server import serve  # gRPC and the library: only to serve
+    # gRPC and the library: only to serve.
+    from recsys_serving.server import config_from_args, serve
 
     config = config_from_args(args)
     try:

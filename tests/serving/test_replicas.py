@@ -221,7 +221,8 @@ def test_serve_runs_one_process_per_usable_cpu_by_default(tmp_path: Path) -> Non
     import math
     import os
 
-    from recsys_serving.options import add_arguments, config_from_args
+    from recsys_serving.options import add_arguments
+    from recsys_serving.server import config_from_args
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
@@ -260,8 +261,8 @@ def test_a_cgroup_cpu_quota_is_read_from_v2_or_v1(
 def test_replica_command_round_trips_through_the_options(tmp_path: Path) -> None:
     import argparse
 
-    from recsys_serving.options import add_arguments, config_from_args
-    from recsys_serving.server import ServerConfig, replica_command
+    from recsys_serving.options import add_arguments
+    from recsys_serving.server import ServerConfig, config_from_args, replica_command
 
     parser = argparse.ArgumentParser()
     add_arguments(parser, default_port=0)
