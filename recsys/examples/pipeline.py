@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 from recsys.examples.building import LABEL_TIME, ExampleSet, table_to_numpy
 from recsys.features import contract as F
+from recsys.features.contract import FeatureConfig
 from recsys.features.tables import ItemTable
 
 if TYPE_CHECKING:
@@ -155,38 +156,23 @@ def _with_candidates(rows: dict[str, np.ndarray], items: ItemTable) -> dict[str,
 def feature_signature(
     feature_config: dict[str, object], content_dim: int | None
 ) -> dict[str, tf.TensorSpec]:
-    """The ``tf.TensorSpec`` of every feature in a batch (batch dimension unknown)."""
+    """The ``tf.TensorSpec`` of every feature in a batch (batch dimension unknown).
+
+    ``feature_config``: the examples' :class:`FeatureConfig` as recorded in their metadata.
+    """
     # TensorFlow only where tf.data is built: the numpy readers here run without it.
     import tensorflow as tf
 
-    def ints(*shape: int) -> tf.TensorSpec:
-        return tf.TensorSpec((None, *shape), tf.int32)
-
-    def floats(*shape: int) -> tf.TensorSpec:
-        return tf.TensorSpec((None, *shape), tf.float32)
-
-    sig = {
-        F.HISTORY: ints(int(feature_config["max_history"])),  # type: ignore[call-overload]
-        F.SEARCH_TOKENS: ints(int(feature_config["max_search_tokens"])),  # type: ignore[call-overload]
-        F.COUNTRY: ints(),
-        F.REGION: ints(),
-        F.GENDER: ints(),
-        F.AGE: floats(),
-        F.AGE_KNOWN: floats(),
-        F.EXAMPLE_AGE: floats(),
-        F.LAST_SEARCH_TOKENS: ints(int(feature_config.get("max_last_search_tokens", 8))),  # type: ignore[call-overload]
-        F.SINCE_LAST_WATCH: floats(),
-        F.SINCE_LAST_SEARCH: floats(),
-        F.ITEM: ints(),
-        F.CHANNEL: ints(),
-        F.CATEGORY: ints(),
-        F.TITLE_TOKENS: ints(int(feature_config["max_title_tokens"])),  # type: ignore[call-overload]
-        F.UPLOAD_AGE: floats(),
-        F.ITEM_INDEX: ints(),
+    config = FeatureConfig(**feature_config)  # type: ignore[arg-type]
+    shapes = {
+        **F.query_feature_shapes(config),
+        **F.candidate_feature_shapes(config, content_dim),
+        F.ITEM_INDEX: ((), "int32"),
     }
-    if content_dim is not None:
-        sig[F.CONTENT_EMBEDDING] = floats(content_dim)
-    return sig
+    return {
+        name: tf.TensorSpec((None, *shape), tf.as_dtype(dtype))
+        for name, (shape, dtype) in shapes.items()
+    }
 
 
 def _shards(example_dir: Path, kind: Kind) -> list[str]:

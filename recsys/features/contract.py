@@ -91,3 +91,40 @@ class FeatureConfig:
             raise ValueError(
                 f"max_examples_per_user must be positive or None, got {self.max_examples_per_user}"
             )
+
+
+# A feature's shape after the batch dimension and its dtype name ("int32" or "float32").
+FeatureShape = tuple[tuple[int, ...], str]
+
+
+def query_feature_shapes(config: FeatureConfig) -> dict[str, FeatureShape]:
+    """Every id-level query feature's shape (after the batch dimension) and dtype."""
+    return {
+        HISTORY: ((config.max_history,), "int32"),
+        SEARCH_TOKENS: ((config.max_search_tokens,), "int32"),
+        COUNTRY: ((), "int32"),
+        REGION: ((), "int32"),
+        GENDER: ((), "int32"),
+        AGE: ((), "float32"),
+        AGE_KNOWN: ((), "float32"),
+        EXAMPLE_AGE: ((), "float32"),
+        LAST_SEARCH_TOKENS: ((config.max_last_search_tokens,), "int32"),
+        SINCE_LAST_WATCH: ((), "float32"),
+        SINCE_LAST_SEARCH: ((), "float32"),
+    }
+
+
+def candidate_feature_shapes(
+    config: FeatureConfig, content_dim: int | None
+) -> dict[str, FeatureShape]:
+    """Every candidate feature's shape and dtype (the content embedding only with a width)."""
+    shapes: dict[str, FeatureShape] = {
+        ITEM: ((), "int32"),
+        CHANNEL: ((), "int32"),
+        CATEGORY: ((), "int32"),
+        TITLE_TOKENS: ((config.max_title_tokens,), "int32"),
+        UPLOAD_AGE: ((), "float32"),
+    }
+    if content_dim is not None:
+        shapes[CONTENT_EMBEDDING] = ((content_dim,), "float32")
+    return shapes

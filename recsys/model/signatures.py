@@ -63,25 +63,9 @@ def _nonblank(texts: Any) -> Any:
 
 def query_id_signature(config: FeatureConfig) -> dict[str, tf.TensorSpec]:
     """``tf.TensorSpec`` of every id-level query feature (:mod:`recsys.features.contract`)."""
-
-    def ints(*shape: int) -> tf.TensorSpec:
-        return tf.TensorSpec((None, *shape), tf.int32)
-
-    def floats() -> tf.TensorSpec:
-        return tf.TensorSpec((None,), tf.float32)
-
     return {
-        F.HISTORY: ints(config.max_history),
-        F.SEARCH_TOKENS: ints(config.max_search_tokens),
-        F.COUNTRY: ints(),
-        F.REGION: ints(),
-        F.GENDER: ints(),
-        F.AGE: floats(),
-        F.AGE_KNOWN: floats(),
-        F.EXAMPLE_AGE: floats(),
-        F.LAST_SEARCH_TOKENS: ints(config.max_last_search_tokens),
-        F.SINCE_LAST_WATCH: floats(),
-        F.SINCE_LAST_SEARCH: floats(),
+        name: tf.TensorSpec((None, *shape), tf.as_dtype(dtype))
+        for name, (shape, dtype) in F.query_feature_shapes(config).items()
     }
 
 
