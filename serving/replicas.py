@@ -5,7 +5,7 @@ however many threads it has. :func:`serve_replicas` starts ``processes`` copies 
 command, each binding the same ``host:port`` with ``SO_REUSEPORT``; the kernel hands each
 new connection to one of them (so a client needs several connections to use them all, as a
 fleet of clients has). Each replica loads, verifies and hot-reloads the model on its own:
-they are the stateless replicas DESIGN.md scales serving with, on one host.
+they are stateless replicas, the way serving scales out, here on one host.
 
 The supervisor reserves the port first (a bound, never-listening socket with
 ``SO_REUSEPORT``, so port 0 works and nobody else takes the port meanwhile), writes the port
