@@ -45,7 +45,8 @@ _NOISE = 0.5  # noise norm relative to the real embedding a synthetic one copies
 def train_tiny(workdir: Path) -> tuple[Path, Path]:
     """Generate the tiny world and train the tiny test model on it: (version dir, world dir)."""
     from recsys.config import load_config
-    from recsys_data.synth import generate_world, world_config
+    from recsys_data.synth import generate_world
+    from recsys_data.world import world_config
     from recsys_training.job import train
 
     world = workdir / "tiny-world"

@@ -28,7 +28,8 @@ import numpy as np
 from bench_serving import bench_users  # this folder is on sys.path when run as a script
 
 from recsys.artifact.versions import resolve_version
-from recsys.inference.recommender import Recommender, RecommenderOptions
+from recsys.inference.recommender import Recommender
+from recsys.inference.request import RecommenderOptions
 
 log = logging.getLogger("bench_served_recall")
 

@@ -33,7 +33,8 @@ def _peak_rss_mib() -> float:
 
 def _generate(args: argparse.Namespace) -> dict[str, Any]:
     """One timed generation (runs in the child process)."""
-    from recsys_data.synth import generate_world, world_config
+    from recsys_data.synth import generate_world
+    from recsys_data.world import world_config
 
     config = world_config(
         args.preset, seed=args.seed, users=args.users, items=args.items, days=args.days

@@ -48,7 +48,7 @@ from recsys_data.movielens_formats import (
     read_users_100k,
 )
 
-__all__ = ["detect_layout", "import_movielens", "split_title_year", "zip_region"]
+__all__ = ["import_movielens", "split_title_year", "zip_region"]
 
 log = logging.getLogger(__name__)
 

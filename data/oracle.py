@@ -35,8 +35,6 @@ from recsys_data.world import (
     base_weights,
 )
 
-__all__ = ["OracleResult", "World", "load_world", "oracle_probabilities", "oracle_recall"]
-
 log = logging.getLogger(__name__)
 
 SESSION_GAP = 1_800  # events of a user less than 30 minutes apart share a session

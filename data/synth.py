@@ -23,7 +23,6 @@ import pyarrow.compute as pc
 from recsys.dataset.io import DatasetMeta, DatasetWriter
 from recsys_data.world import (
     DAY,
-    PRESETS,
     PROBABILITIES_FILE,
     TRUTH_FILE,
     WORLD_FILE,
@@ -33,10 +32,7 @@ from recsys_data.world import (
     check_window,
     rng_for,
     sample_world,
-    world_config,
 )
-
-__all__ = ["PRESETS", "WorldConfig", "generate_world", "world_config"]
 
 log = logging.getLogger(__name__)
 

@@ -36,7 +36,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from recsys.artifact.versions import ArtifactError, resolve_version
-from recsys.inference.recommender import ModelLoadError, Recommender, RecommenderOptions
+from recsys.inference.recommender import Recommender
+from recsys.inference.request import ModelLoadError, RecommenderOptions
 from recsys_serving.options import DEFAULT_WORKERS, add_arguments
 from recsys_serving.proto import SERVICE_NAME
 from recsys_serving.replicas import serve_replicas

@@ -24,13 +24,8 @@ import grpc
 
 from recsys.dataset.schema import MAX_AGE
 from recsys.features.context import RequestContext
-from recsys.inference.recommender import (
-    MAX_K,
-    Recommender,
-    UnknownItemError,
-    UnknownUserError,
-)
-from recsys.inference.request import RecommendResult
+from recsys.inference.recommender import Recommender
+from recsys.inference.request import MAX_K, RecommendResult, UnknownItemError, UnknownUserError
 from recsys_serving.proto import SERVICE_NAME, pb2, pb2_grpc
 from recsys_serving.reply import ReplyEncoder
 

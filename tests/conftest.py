@@ -89,7 +89,8 @@ TINY_TRAIN_OVERRIDES = [
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The synthetic world's tiny preset (seed 0), generated once per test session."""
-    from recsys_data.synth import generate_world, world_config
+    from recsys_data.synth import generate_world
+    from recsys_data.world import world_config
 
     out = tmp_path_factory.mktemp("tiny-world") / "tiny"
     generate_world(world_config("tiny", seed=0), out)

@@ -13,7 +13,8 @@ from recsys.logs import Progress, step
 
 def _cmd_data_synth(args: argparse.Namespace) -> int:
     # pandas and pyarrow load with the command that needs them, not with `recsys --help`.
-    from recsys_data.synth import generate_world, world_config
+    from recsys_data.synth import generate_world
+    from recsys_data.world import world_config
 
     config = world_config(
         args.preset, seed=args.seed, users=args.users, items=args.items, days=args.days

@@ -13,15 +13,13 @@ import sys
 from collections.abc import Callable, Sequence
 
 from recsys import __version__
-from recsys.cli.common import UsageError, positive_int
+from recsys.cli.common import UsageError
 from recsys.cli.data import add_data
 from recsys.cli.evaluate import add_evaluate
 from recsys.cli.index import add_index
 from recsys.cli.serving import add_serving
 from recsys.cli.train import add_train
 from recsys.logs import setup_logging
-
-__all__ = ["UsageError", "build_parser", "main", "positive_int"]
 
 Handler = Callable[[argparse.Namespace], int]
 

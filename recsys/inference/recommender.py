@@ -40,10 +40,8 @@ from recsys.inference.loading import read_model_files
 from recsys.inference.profile_features import EncodedProfiles
 from recsys.inference.query_tower import QueryTower, QueryTowerBatcher
 from recsys.inference.request import (
-    MAX_K,
     ModelInfo,
     ModelLoadError,
-    RecommendedItem,
     RecommenderOptions,
     RecommendResult,
     SimilarItem,
@@ -57,25 +55,6 @@ from recsys.inference.request import (
 )
 from recsys.inference.retrieval import Retriever
 from recsys.inference.served_catalog import ServedCatalog
-
-# The request types are re-exported: callers import everything serving needs from here.
-__all__ = [
-    "MAX_K",
-    "ModelInfo",
-    "ModelLoadError",
-    "RecommendResult",
-    "RecommendedItem",
-    "Recommender",
-    "RecommenderOptions",
-    "SimilarItem",
-    "StageTimings",
-    "UnknownItemError",
-    "UnknownUserError",
-    "has_context",
-    "merge_context",
-    "softmax",
-    "watched_before",
-]
 
 log = logging.getLogger(__name__)
 

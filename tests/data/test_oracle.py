@@ -11,9 +11,9 @@ import pytest
 from recsys.dataset.io import CanonicalDataset, DatasetError
 from recsys.dataset.splits import Split
 from recsys.dataset.validation import read_dataset
-from recsys_data.oracle import World, load_world, oracle_probabilities, oracle_recall
-from recsys_data.synth import generate_world, world_config
-from recsys_data.world import PROBABILITIES_FILE
+from recsys_data.oracle import load_world, oracle_probabilities, oracle_recall
+from recsys_data.synth import generate_world
+from recsys_data.world import PROBABILITIES_FILE, World, world_config
 
 CHUNK = 4_000  # rows per oracle call: [4000, 1500] float64 = 48 MB
 

@@ -15,8 +15,9 @@ import pytest
 
 from recsys.dataset.io import CanonicalDataset, DatasetError
 from recsys.dataset.validation import read_dataset, validate_dataset
-from recsys_data.oracle import World, load_world
-from recsys_data.synth import PRESETS, WorldConfig, generate_world, world_config
+from recsys_data.oracle import load_world
+from recsys_data.synth import generate_world
+from recsys_data.world import PRESETS, World, WorldConfig, world_config
 
 FILES = (
     "users.parquet",

@@ -16,7 +16,8 @@ from recsys.inference.query_tower import (
     convert_to_tflite,
     load_query_tower,
 )
-from recsys.inference.recommender import Recommender, RecommenderOptions
+from recsys.inference.recommender import Recommender
+from recsys.inference.request import RecommenderOptions
 
 REQUEST_TIME = 1_800_000_000
 

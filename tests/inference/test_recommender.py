@@ -15,9 +15,9 @@ import pytest
 
 from recsys.features.context import RequestContext, encode_request
 from recsys.inference.query_tower import QueryTowerBatcher
-from recsys.inference.recommender import (
+from recsys.inference.recommender import Recommender
+from recsys.inference.request import (
     ModelLoadError,
-    Recommender,
     RecommenderOptions,
     UnknownItemError,
     UnknownUserError,
