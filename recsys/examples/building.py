@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from recsys.dataset.io import DatasetError, embeddings_from_arrow, read_meta
-from recsys.dataset.schema import EVENT_SEARCH, EVENT_WATCH
+from recsys.dataset.schema import EVENT_SEARCH, EVENT_WATCH, ITEMS, USERS
 from recsys.dataset.splits import Split
 from recsys.examples import partitions as P
 from recsys.features import contract as F
@@ -309,8 +309,8 @@ class _ShardWriter:
 def load_catalog(data_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray | None]:
     """Users, items (without embeddings) and the content embeddings of a dataset."""
     data_dir = Path(data_dir)
-    users = pq.read_table(data_dir / "users.parquet").to_pandas()
-    items_tbl = pq.read_table(data_dir / "items.parquet")
+    users = pq.read_table(data_dir / USERS.file_name).to_pandas()
+    items_tbl = pq.read_table(data_dir / ITEMS.file_name)
     emb = None
     if "content_embedding" in items_tbl.column_names:
         emb = embeddings_from_arrow(items_tbl.column("content_embedding"))
