@@ -39,7 +39,6 @@ SOURCE_PROTO_ROOT = Path(__file__).resolve().parent.parent / "protos"
 SOURCE_GENERATED_DIR = Path(__file__).resolve().parent / "_generated"
 PROTO_FILE = "recsys/v1/recommender.proto"
 STAMP_FILE = "STAMP"
-MODULES = ("recommender_pb2", "recommender_pb2_grpc")
 _REVISION = 2  # bump when generate()'s post-processing changes
 _BARE_IMPORT = re.compile(r"^from recsys\.v1 import recommender_pb2 as ", re.MULTILINE)
 

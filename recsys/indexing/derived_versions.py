@@ -1,10 +1,10 @@
-"""An artifact version's catalog and index, read and checked; new versions derived from it.
+"""An artifact version's index, loaded and checked against its catalog; new versions derived.
 
 The layer under :mod:`recsys.indexing.operations`. Versions are opened with
 :func:`recsys.artifact.reader.open_version`, after their files match their manifest's sha256s,
-so that a corrupt file is never copied into, and re-signed by, a derived version.
-``items.parquet`` and ``item_embeddings.npy`` are row-aligned, and the index's live ids are
-exactly the items.
+so that a corrupt file is never copied into, and re-signed by, a derived version; their
+catalog is read with :func:`recsys.artifact.catalog.read_catalog`. The index's live ids are
+exactly the catalog's items.
 """
 
 from __future__ import annotations
