@@ -21,11 +21,14 @@ if TYPE_CHECKING:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     # gRPC and the library: only to serve.
+    from recsys.live.profile_store import ProfileStoreError
     from recsys_serving.server import config_from_args, serve
 
     config = config_from_args(args)
     try:
         serve(config, port_file=args.port_file)
+    except ProfileStoreError as exc:
+        raise UsageError(f"{exc}; check --profile-store") from exc
     except OSError as exc:
         raise UsageError(f"{exc}; choose another --port or --host") from exc
     except RuntimeError as exc:  # replicas that could not start or kept dying (logged)

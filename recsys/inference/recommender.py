@@ -55,6 +55,7 @@ from recsys.inference.request import (
 )
 from recsys.inference.retrieval import Retriever
 from recsys.inference.served_catalog import ServedCatalog
+from recsys.live.profiles import LiveProfile, merge_profile
 
 log = logging.getLogger(__name__)
 
@@ -265,17 +266,23 @@ class Recommender:
         exclude_watched: bool = True,
         exclude_ids: Sequence[str] = (),
         category: str | None = None,
+        live: LiveProfile | None = None,
     ) -> RecommendResult:
         """The ``k`` videos most likely watched next (see the ``.proto`` for the semantics).
 
-        ``user_id`` alone: the context is the user's stored profile; with ``ctx`` too, the
-        fields ``ctx`` sets win. Raises ValueError (naming the field) for ``k`` outside
-        ``1..max_k`` or no context at all, UnknownUserError for an unknown ``user_id``
-        without context.
+        ``user_id`` alone: the context is the user's stored profile, with the events of
+        ``live`` (the profile store's, recorded since the export) merged in; with ``ctx`` too,
+        the fields ``ctx`` sets win. Raises ValueError (naming the field) for ``k`` outside
+        ``1..max_k`` or no context at all, UnknownUserError for a ``user_id`` nothing is
+        known of, without context.
         """
         started = time.perf_counter()
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self.options.max_k:
             raise ValueError(f"k must be an integer in 1..{self.options.max_k}, got {k!r}")
+        if user_id and live is not None and not live.empty:
+            return self._recommend_live(
+                ctx, user_id, live, k, exclude_watched, exclude_ids, category, started
+            )
         explicit = has_context(ctx)
         profile = None
         encoded = self._encoded_profiles
@@ -319,6 +326,27 @@ class Recommender:
         return self._recommend(
             merged, profile is not None, k, exclude_watched, exclude_ids, category, started
         )
+
+    def _recommend_live(
+        self,
+        ctx: RequestContext | None,
+        user_id: str,
+        live: LiveProfile,
+        k: int,
+        exclude_watched: bool,
+        exclude_ids: Sequence[str],
+        category: str | None,
+        started: float,
+    ) -> RecommendResult:
+        """A user_id request with live events: the stored profile, merged, then ``ctx``'s fields.
+
+        Served through the request path (strings encoded per call), since the merged history
+        is new at each call.
+        """
+        base = self.profiles.context(user_id) if self.profiles is not None else None
+        merged = merge_context(merge_profile(base, live), ctx)
+        result = self._recommend(merged, True, k, exclude_watched, exclude_ids, category, started)
+        return dataclasses.replace(result, live_events=live.num_events)
 
     def query_embeddings(
         self, user_ids: Sequence[str], request_time: int | None = None
