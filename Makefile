@@ -58,7 +58,7 @@ demo: install
 		--config training/configs/demo.toml
 	$(BIN)/recsys evaluate --artifact $(ARTIFACTS)/demo --data $(DEMO_DIR) \
 		--out $(ARTIFACTS)/demo/evaluation
-	rm -rf $(ARTIFACTS)/demo/live  # the demo's users start without live events
+	@rm -rf $(ARTIFACTS)/demo/live  # the demo's users start without live events
 	@port_file=$$(mktemp); \
 	$(BIN)/recsys serve --artifacts $(ARTIFACTS) --name demo --port 0 \
 		--port-file $$port_file & server=$$!; \

@@ -44,7 +44,12 @@ class GrpcService:
         self.client = RecommenderClient(target, timeout=timeout)
 
     def recommend(
-        self, user_id: str, k: int, request_time: int, use_live_profile: bool
+        self,
+        user_id: str,
+        k: int,
+        request_time: int,
+        use_live_profile: bool,
+        exclude_watched: bool,
     ) -> Served | None:
         """The served top ``k`` (None when the server says NOT_FOUND)."""
         import grpc
@@ -58,6 +63,7 @@ class GrpcService:
                 k=k,
                 request_time=request_time,
                 use_live_profile=use_live_profile,
+                exclude_watched=exclude_watched,
             )
         except RecommenderError as exc:
             if exc.code == grpc.StatusCode.NOT_FOUND:

@@ -47,7 +47,12 @@ class OnlineService(Protocol):
     """What the replay needs of a running service."""
 
     def recommend(
-        self, user_id: str, k: int, request_time: int, use_live_profile: bool
+        self,
+        user_id: str,
+        k: int,
+        request_time: int,
+        use_live_profile: bool,
+        exclude_watched: bool,
     ) -> Served | None:
         """The user's top ``k`` at ``request_time`` (None: the service knows nothing of them)."""
 
@@ -85,6 +90,7 @@ class OnlineResult:
     events_replayed: int
     cutoff: int
     seconds: float
+    exclude_watched: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (recalls keyed by k as strings)."""
@@ -100,7 +106,10 @@ class OnlineResult:
             "events_replayed": self.events_replayed,
             "cutoff": self.cutoff,
             "seconds": round(self.seconds, 1),
-            "rule": "as served: Recommend's defaults (watched videos excluded, served index)",
+            "rule": (
+                "as served (served index), watched videos "
+                + ("excluded (Recommend's default)" if self.exclude_watched else "not excluded")
+            ),
         }
 
 
@@ -120,6 +129,7 @@ def replay_and_score(
     service: OnlineService,
     ks: tuple[int, ...],
     progress: ProgressFn | None = None,
+    exclude_watched: bool = True,
 ) -> tuple[_Tally, _Tally, int]:
     """Replay ``events`` in order, scoring the watches at positions ``queries`` first.
 
@@ -148,10 +158,11 @@ def replay_and_score(
         if is_query[position]:
             if event.user_id in pending_users:
                 flush()
-            served = service.recommend(event.user_id, k, event.time, True)
+            served = service.recommend(event.user_id, k, event.time, True, exclude_watched)
             unavailable += int(served is not None and served.store_unavailable)
             live.add(served, event.video_id)
-            frozen.add(service.recommend(event.user_id, k, event.time, False), event.video_id)
+            served = service.recommend(event.user_id, k, event.time, False, exclude_watched)
+            frozen.add(served, event.video_id)
             done += 1
             if progress is not None:
                 progress(done, len(queries))
@@ -174,10 +185,13 @@ def evaluate_online(
     seed: int = 0,
     cutoff: int | None = None,
     progress: ProgressFn | None = None,
+    exclude_watched: bool = True,
 ) -> OnlineResult:
     """Replay the evaluation window of dataset ``data`` into ``service`` and score it.
 
     ``cutoff`` (Unix s) starts the window; default: the time split's, as training uses.
+    ``exclude_watched``: Recommend's own option (True, its default: watched videos are
+    never recommended, so a rewatch is a miss).
     """
     started = time.perf_counter()
     ks = tuple(sorted(set(ks)))
@@ -199,7 +213,7 @@ def evaluate_online(
         len(queries),
     )
     live, frozen, unavailable = replay_and_score(
-        source.events, source.demographics, queries, service, ks, progress
+        source.events, source.demographics, queries, service, ks, progress, exclude_watched
     )
     n = len(queries)
     return OnlineResult(
@@ -213,4 +227,5 @@ def evaluate_online(
         events_replayed=len(source.events),
         cutoff=int(cutoff),
         seconds=time.perf_counter() - started,
+        exclude_watched=exclude_watched,
     )

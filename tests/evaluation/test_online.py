@@ -27,7 +27,12 @@ class Recorder:
         self.calls: list[tuple[str, int, bool, int]] = []  # user, time, live, events known
 
     def recommend(
-        self, user_id: str, k: int, request_time: int, use_live_profile: bool
+        self,
+        user_id: str,
+        k: int,
+        request_time: int,
+        use_live_profile: bool,
+        exclude_watched: bool,
     ) -> Served | None:
         known = [e for e in self.recorded if e.user_id == user_id and e.time < request_time]
         self.calls.append((user_id, request_time, use_live_profile, len(known)))
