@@ -75,6 +75,9 @@ class SQLiteProfileStore(ProfileStore):
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        # One writer per process at a time: threads that queued on SQLite's own lock would
+        # poll it with sleeps of up to 100 ms (its busy handler); here they wait on a mutex.
+        self._write_lock = threading.Lock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             connection = self._connection()
@@ -108,20 +111,21 @@ class SQLiteProfileStore(ProfileStore):
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         connection = self._connection()
-        try:
-            connection.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:  # locked past the busy timeout
-            raise ProfileStoreUnavailableError(f"{self.path}: {exc}") from exc
-        try:
-            yield connection
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
-        try:
-            connection.execute("COMMIT")
-        except sqlite3.Error as exc:
-            connection.execute("ROLLBACK")
-            raise ProfileStoreUnavailableError(f"{self.path}: commit failed ({exc})") from exc
+        with self._write_lock:
+            try:
+                connection.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:  # locked past the busy timeout
+                raise ProfileStoreUnavailableError(f"{self.path}: {exc}") from exc
+            try:
+                yield connection
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            try:
+                connection.execute("COMMIT")
+            except sqlite3.Error as exc:
+                connection.execute("ROLLBACK")
+                raise ProfileStoreUnavailableError(f"{self.path}: commit failed ({exc})") from exc
 
     def record(self, events: Sequence[Event], users: Sequence[Demographics]) -> RecordResult:
         """Store a checked batch in one transaction (see :class:`ProfileStore`)."""
