@@ -63,12 +63,15 @@ def _store_urls(tmp: Path) -> dict[str, str]:
     }
 
 
-def ingest_requests(batch: int, count: int, videos: list[str]) -> list[pb2.RecordEventsRequest]:
-    """``count`` RecordEvents requests of ``batch`` new watches each (no two alike)."""
+def ingest_requests(
+    batch: int, count: int, videos: list[str], tag: str
+) -> list[pb2.RecordEventsRequest]:
+    """``count`` RecordEvents requests of ``batch`` new watches each (no two alike), 10 users
+    per request; ``tag`` makes the users of each run new."""
     requests = []
     for r in range(count):
         events = [
-            Event(f"ingest-{r}-{i % 10}", EVENT_TIME + i, "watch", video_id=videos[i % len(videos)])
+            Event(f"{tag}-{r}-{i % 10}", EVENT_TIME + i, "watch", video_id=videos[i % len(videos)])
             for i in range(batch)
         ]
         requests.append(build_record_request(events))
@@ -80,14 +83,15 @@ def bench_ingest(
 ) -> dict[str, Any]:
     """(a): events/s into each backend and into the echo server, alternating per run."""
     out: dict[str, Any] = {}
-    count = int(args.duration * 60_000 / args.batch) + 200  # more than a run can send
-    requests = ingest_requests(args.batch, count, videos)
+    # More than a run can send (up to 200,000 events/s): no request is sent twice.
+    count = int((args.warmup + args.duration) * 200_000 / args.batch)
     with echo_server_process(processes=1) as echo:
         for backend, url in _store_urls(tmp).items():
             extra = ["--processes=1", f"--profile-store={url}"]
             with recommender_process(artifacts, name, 8, extra) as server:
                 runs = []
                 for run in range(args.runs):
+                    requests = ingest_requests(args.batch, count, videos, f"{backend}{run}")
                     order = [("server", server), ("echo", echo)]
                     row = {}
                     for label, target in order if run % 2 == 0 else order[::-1]:
@@ -95,8 +99,8 @@ def bench_ingest(
                             target.target,
                             args.ingest_concurrency,
                             args.duration,
-                            lambda i: requests[i],
-                            warmup_s=0.5,
+                            lambda i, rq=requests: rq[i],  # type: ignore[misc]
+                            warmup_s=args.warmup,
                             num_requests=count,
                             channels=4,
                             method="RecordEvents",
@@ -228,6 +232,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
     parser.add_argument("--batch", type=int, default=100, help="events per RecordEvents call")
+    parser.add_argument("--warmup", type=float, default=0.5, help="seconds before each measurement")
     parser.add_argument("--ingest-concurrency", type=int, default=8)
     parser.add_argument("--users", type=int, default=2000, help="users asked in (b)")
     parser.add_argument("--live-events", type=int, default=20, help="live watches per user (b)")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import os
 import signal
 import sys
 import threading
@@ -42,7 +43,7 @@ from recsys.live.profile_store import Caps, ProfileStore, ProfileStoreError
 from recsys.live.registry import EMBEDDED, default_store_path, open_profile_store
 from recsys_serving.options import DEFAULT_WORKERS, add_arguments
 from recsys_serving.proto import SERVICE_NAME
-from recsys_serving.replicas import serve_replicas
+from recsys_serving.replicas import SUPERVISOR_ENV, die_with_parent, serve_replicas
 from recsys_serving.servicer import ModelSlot, RecommenderServicer, add_to_server
 
 log = logging.getLogger(__name__)
@@ -402,6 +403,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format=f"%(asctime)s %(levelname)s %(name)s{replica}: %(message)s"
     )
+    supervisor = os.environ.get(SUPERVISOR_ENV)
+    if args.reuse_port and supervisor:
+        die_with_parent(int(supervisor))
     try:
         serve(config_from_args(args), port_file=args.port_file)
     except (OSError, RuntimeError, ProfileStoreError) as exc:

@@ -26,6 +26,7 @@ from recsys_serving.client import Context, RecommenderClient, RecommenderError
 from recsys_serving.proto import pb2, pb2_grpc
 from recsys_serving.server import RecommenderServer, ServerConfig
 from tests.live.conftest import REDIS_URL, RedisServer
+from tests.serving.test_replicas import _alive, _children, _wait_for
 
 REQUEST_TIME = 1_800_000_000
 EVENT_TIME = 1_790_000_000  # after the tiny world's log, before REQUEST_TIME
@@ -239,6 +240,8 @@ def test_read_your_writes_across_two_replicas_sharing_redis(
 def test_an_acknowledged_batch_survives_kill_9_of_the_server(
     artifacts: Path, tmp_path: Path
 ) -> None:
+    """The default deployment (a supervisor and its replicas): kill -9 of the supervisor takes
+    its replicas down too, and every acknowledged batch is in the store."""
     port_file = tmp_path / "port"
     store_file = tmp_path / "kill9.sqlite3"
     proc = subprocess.Popen(
@@ -250,6 +253,7 @@ def test_an_acknowledged_batch_survives_kill_9_of_the_server(
             "--name=tiny",
             f"--port-file={port_file}",
             f"--profile-store=sqlite:{store_file}",
+            "--processes=2",
         ],
         stderr=subprocess.DEVNULL,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -265,8 +269,11 @@ def test_an_acknowledged_batch_survives_kill_9_of_the_server(
                     "u-kill", [f"v{batch}-{i}" for i in range(10)], EVENT_TIME + batch * 100
                 )
                 assert c.record_events(events).recorded == 10  # acknowledged
+        replicas = _children(proc.pid)
+        assert len(replicas) == 2
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
+        _wait_for(lambda: not any(_alive(pid) for pid in replicas), 30, "the replicas to stop")
     finally:
         if proc.poll() is None:
             proc.kill()
