@@ -149,12 +149,12 @@ class EncodedProfiles:
         self, live: LiveProfile, catalog_rows: Callable[[np.ndarray], np.ndarray]
     ) -> EncodedLive:
         """``live``'s events as vocabulary ids, catalog rows and token ids."""
-        ids = np.asarray([v for _, v in live.watches], dtype=object)
+        ids = [v for _, v in live.watches]  # a list: a few dict probes, not a pandas index
         tokens, offsets = encode_texts([q for _, q in live.searches], self._vocabs)
         return EncodedLive(
             watch_time=np.asarray([t for t, _ in live.watches], dtype=np.int64),
             watch_items=self._vocabs.items.lookup(ids),
-            watch_rows=catalog_rows(ids),
+            watch_rows=catalog_rows(np.asarray(ids, dtype=object)),
             search_time=np.asarray([t for t, _ in live.searches], dtype=np.int64),
             search_offsets=offsets,
             search_tokens=tokens,
@@ -206,24 +206,32 @@ class EncodedProfiles:
         s_cut = int(np.searchsorted(live.search_time, moment, side="left"))
         items, times = live.watch_items[:w_cut], live.watch_time[:w_cut]
         known = known_watches(items)
-        tok_lo, tok_hi = int(base.search_offsets[sa]), int(base.search_offsets[s_end])
-        merged = EventLog(
-            watch_items=np.concatenate([base.watch_items[ka:k_end], items[known]]),
-            watch_time=np.concatenate([base.watch_time[ka:k_end], times[known]]),
-            search_time=np.concatenate([base.search_time[sa:s_end], live.search_time[:s_cut]]),
-            search_offsets=np.concatenate(
-                [
-                    base.search_offsets[sa : s_end + 1] - tok_lo,
-                    live.search_offsets[1 : s_cut + 1] + (tok_hi - tok_lo),
-                ]
-            ),
-            search_tokens=np.concatenate(
-                [
-                    base.search_tokens[tok_lo:tok_hi],
-                    live.search_tokens[: int(live.search_offsets[s_cut])],
-                ]
-            ),
-        )
+        merged, watches, searches = base, (ka, k_end), (sa, s_end)
+        if known.any() or s_cut:  # else the stored profile alone, as it is
+            # Only the tails the features read: the last max_history watches, max_searches
+            # searches of the stored profile, then the live ones.
+            ka = max(ka, k_end - self._config.max_history)
+            sa = max(sa, s_end - self._config.max_searches)
+            tok_lo, tok_hi = int(base.search_offsets[sa]), int(base.search_offsets[s_end])
+            merged = EventLog(
+                watch_items=np.concatenate([base.watch_items[ka:k_end], items[known]]),
+                watch_time=np.concatenate([base.watch_time[ka:k_end], times[known]]),
+                search_time=np.concatenate([base.search_time[sa:s_end], live.search_time[:s_cut]]),
+                search_offsets=np.concatenate(
+                    [
+                        base.search_offsets[sa : s_end + 1] - tok_lo,
+                        live.search_offsets[1 : s_cut + 1] + (tok_hi - tok_lo),
+                    ]
+                ),
+                search_tokens=np.concatenate(
+                    [
+                        base.search_tokens[tok_lo:tok_hi],
+                        live.search_tokens[: int(live.search_offsets[s_cut])],
+                    ]
+                ),
+            )
+            watches = (0, len(merged.watch_items))
+            searches = (0, len(merged.search_time))
         if row is None:
             features_demographics = request_demographics(
                 demographics or RequestContext(), self._vocabs
@@ -232,8 +240,8 @@ class EncodedProfiles:
             features_demographics = self._demographics_of(row, demographics)
         features = encode_query(
             merged,
-            (0, len(merged.watch_items)),
-            (0, len(merged.search_time)),
+            watches,
+            searches,
             features_demographics,
             0.0,
             moment,
