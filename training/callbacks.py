@@ -44,6 +44,9 @@ class EvalQueries:
     ) -> tuple[EvalQueries, dict[str, Any]]:
         """The queries of ``rows`` with ``rule`` ("auto", "yes", "no") applied to the users'
         watches in dataset ``data``; also the rule as the manifest records it."""
+        if rule == "no":  # nothing to read: the rule keeps watched videos whatever the data
+            resolve_exclude_watched(rule, rewatches=False)
+            return cls(rows), {"rule": rule, "rewatches": None, "applied": False}
         watches = WatchLog.of(read_dataset(data, validate=False))
         rewatches = watches.rewatches
         applied = resolve_exclude_watched(rule, rewatches)
