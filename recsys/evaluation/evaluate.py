@@ -708,7 +708,13 @@ def _open_artifact(artifact: str | Path, data: Path) -> tuple[ArtifactModel, Dat
     return model, meta
 
 
-def _checked_ks(ks: Sequence[int], max_queries: int | None) -> tuple[int, ...]:
+def _checked_arguments(
+    ks: Sequence[int], max_queries: int | None, exclude_watched: str = "auto", ease_max: int = 0
+) -> tuple[int, ...]:
+    """The sorted distinct ``ks``; ValueError for any bad argument, before any work is done."""
+    resolve_exclude_watched(exclude_watched, rewatches=False)
+    if ease_max < 0:
+        raise ValueError(f"ease_max_items must be >= 0, got {ease_max}")
     out = tuple(sorted({int(k) for k in ks}))
     if not out or out[0] <= 0:
         raise ValueError(f"ks must be positive integers, got {list(out)}")
@@ -745,16 +751,11 @@ def evaluate(
     training work folder when they match, else built in ``work_dir`` (default ``out/work``).
     ``oracle``: the ceiling's true probabilities (left out when None or when it has none for
     ``data``); ``ablation``: the Figure 6 variants to train and score (left out when None).
-    ``exclude_watched``: leave each user's watched videos out of every ranking, as
-    ``Recommend`` does ("yes"), never ("no"), or when ``data`` has no rewatches ("auto").
-    ``ease_max_items``: EASE and item-kNN cover at most this many of the most watched videos
-    (EASE inverts a square matrix of that size; 0 leaves both out).
+    ``exclude_watched``: the watched-video rule of every ranking (:mod:`.exclusion`);
+    ``ease_max_items``: the most watched videos EASE and item-kNN cover (0: left out).
     """
     started = time.perf_counter()
-    ks = _checked_ks(ks, max_queries)
-    resolve_exclude_watched(exclude_watched, rewatches=False)  # a bad rule fails before any work
-    if ease_max_items < 0:
-        raise ValueError(f"ease_max_items must be >= 0, got {ease_max_items}")
+    ks = _checked_arguments(ks, max_queries, exclude_watched, ease_max_items)
     data, out = Path(data), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(work_dir) if work_dir else out / "work"

@@ -84,3 +84,14 @@ def test_watch_log_of_a_dataset(small_dataset: Path) -> None:
     t0 = 1_767_225_600
     w = log.before(np.array([0, 0, 1]), np.array([t0 + 4_000, t0 + 4_001, t0 + 9_000]))
     assert _lists(w) == [[0], [0, 2], [1, 3]]
+
+
+def test_evaluate_rejects_a_bad_rule_or_ease_size_before_any_work(tmp_path: Path) -> None:
+    from recsys.evaluation.evaluate import evaluate
+
+    nowhere = tmp_path / "missing"  # neither read nor written: the arguments fail first
+    with pytest.raises(ValueError, match="exclude_watched must be one of"):
+        evaluate(nowhere, nowhere, out=nowhere, exclude_watched="always")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="ease_max_items must be >= 0, got -1"):
+        evaluate(nowhere, nowhere, out=nowhere, ease_max_items=-1)
+    assert not nowhere.exists()
