@@ -17,12 +17,17 @@ import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from recsys.features.contract import FeatureConfig
 
 OPTIMIZERS = ("adagrad", "adam")
 PROFILES_UNTIL = ("end", "cutoff")
+HISTORY_ENCODERS = ("bag", "attention")
+# Whether rankings leave out each user's watched videos, as Recommend does: always, never, or
+# when the dataset has no rewatches (recsys.evaluation.exclusion applies the rule).
+ExcludeWatched = Literal["auto", "yes", "no"]
+EXCLUDE_WATCHED_RULES: tuple[str, ...] = get_args(ExcludeWatched)
 
 
 def _check_positive(owner: str, **values: float) -> None:
@@ -83,6 +88,12 @@ class ModelConfig:
     use_content: bool = True
     use_content_embedding: bool = True
     freshness: bool = False
+    # How the query tower reads the watch history: "bag" (the mean of its embeddings) or
+    # "attention" (also a sequence: recency embeddings, attention from the latest watch).
+    history_encoder: str = "bag"
+    history_attention_heads: int = 2
+    # Recency positions with their own embedding (older watches share the last one).
+    history_max_positions: int = 50
 
     def __post_init__(self) -> None:
         _check_positive(
@@ -97,7 +108,21 @@ class ModelConfig:
             temperature=self.temperature,
             frequency_buckets=self.frequency_buckets,
             frequency_hashes=self.frequency_hashes,
+            history_attention_heads=self.history_attention_heads,
+            history_max_positions=self.history_max_positions,
         )
+        if self.history_encoder not in HISTORY_ENCODERS:
+            raise ValueError(
+                f"model.history_encoder must be one of {HISTORY_ENCODERS}, "
+                f"got {self.history_encoder!r}"
+            )
+        if self.history_encoder == "attention" and (
+            self.item_embedding_dim % self.history_attention_heads
+        ):
+            raise ValueError(
+                f"model.item_embedding_dim ({self.item_embedding_dim}) must be divisible by "
+                f"model.history_attention_heads ({self.history_attention_heads})"
+            )
         _check_layers("model", "query_layers", self.query_layers)
         _check_layers("model", "candidate_layers", self.candidate_layers)
         if self.query_layers[-1] != self.candidate_layers[-1]:
@@ -138,6 +163,10 @@ class TrainConfig:
     hold every event of the dataset ("end"), or only those before the time split's cut-off
     ("cutoff": the artifact is a snapshot at the cut-off, and later events reach serving
     through the live profile store, as in an online evaluation of the window).
+    ``exclude_watched`` (one of
+    :data:`EXCLUDE_WATCHED_RULES`) is the validation ranking's watched-video rule, the one
+    ``recsys evaluate --exclude-watched`` applies ("auto": exclude them when the dataset has
+    no rewatches).
     """
 
     batch_size: int = 1024
@@ -148,6 +177,7 @@ class TrainConfig:
     mixed_precision: bool = False
     steps_per_execution: int = 1
     recall_ks: tuple[int, ...] = (10, 50, 100)
+    exclude_watched: str = "auto"
     intra_op_threads: int | None = None
     inter_op_threads: int | None = None
     profiles_until: str = "end"
@@ -167,6 +197,11 @@ class TrainConfig:
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"train.optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         _check_layers("train", "recall_ks", self.recall_ks)
+        if self.exclude_watched not in EXCLUDE_WATCHED_RULES:
+            raise ValueError(
+                f"train.exclude_watched must be one of {EXCLUDE_WATCHED_RULES}, "
+                f"got {self.exclude_watched!r}"
+            )
         for name in ("intra_op_threads", "inter_op_threads"):
             value = getattr(self, name)
             if value is not None and value < 0:

@@ -108,3 +108,23 @@ def trained_artifact(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory)
     result = train(tiny_world, artifacts, name="tiny", config=config, progress=False)
     assert result.version_dir is not None
     return result.version_dir
+
+
+@pytest.fixture(scope="session")
+def attention_artifact(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny world's model with the attention history encoder, trained one epoch with
+    validation recall under ``train.exclude_watched=yes`` (read-only for tests)."""
+    from recsys.config import load_config
+    from recsys_training.job import train
+
+    artifacts = tmp_path_factory.mktemp("attention-artifacts")
+    overrides = [
+        *TINY_TRAIN_OVERRIDES,
+        "train.epochs=1",
+        "model.history_encoder=attention",
+        "train.exclude_watched=yes",
+    ]
+    config = load_config(None, overrides)
+    result = train(tiny_world, artifacts, name="attention", config=config, progress=False)
+    assert result.version_dir is not None
+    return result.version_dir

@@ -5,11 +5,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
+from recsys.dataset.validation import read_dataset
+from recsys.evaluation.exclusion import Watched, WatchLog, resolve_exclude_watched
 from recsys.evaluation.ranking import rank_by_day
 from recsys.examples.building import LABEL_TIME
 from recsys.features import contract as F
@@ -21,12 +24,36 @@ log = logging.getLogger(__name__)
 
 
 class EvalQueries:
-    """A fixed sample of evaluation examples: query features, label rows and label times."""
+    """A fixed sample of evaluation examples: query features, label rows and label times.
 
-    def __init__(self, rows: dict[str, np.ndarray]) -> None:
+    ``excluded``: each query's catalog rows left out of its ranking (its user's watched
+    videos, under the evaluation's watched-video rule), or None.
+    """
+
+    def __init__(self, rows: dict[str, np.ndarray], excluded: Watched | None = None) -> None:
         self.features = {name: rows[name] for name in F.QUERY_FEATURES if name in rows}
         self.labels = np.asarray(rows.get(F.ITEM_INDEX, np.zeros(0)), dtype=np.int64)
         self.times = np.asarray(rows.get(LABEL_TIME, np.zeros(0)), dtype=np.int64)
+        self.excluded = excluded
+        if excluded is not None and len(excluded) != len(self.labels):
+            raise ValueError(f"{len(excluded)} excluded lists for {len(self.labels)} queries")
+
+    @classmethod
+    def with_rule(
+        cls, rows: dict[str, np.ndarray], data: Path, rule: str
+    ) -> tuple[EvalQueries, dict[str, Any]]:
+        """The queries of ``rows`` with ``rule`` ("auto", "yes", "no") applied to the users'
+        watches in dataset ``data``; also the rule as the manifest records it."""
+        if rule == "no":  # nothing to read: the rule keeps watched videos whatever the data
+            resolve_exclude_watched(rule, rewatches=False)
+            return cls(rows), {"rule": rule, "rewatches": None, "applied": False}
+        watches = WatchLog.of(read_dataset(data, validate=False))
+        rewatches = watches.rewatches
+        applied = resolve_exclude_watched(rule, rewatches)
+        excluded = None
+        if applied and len(rows.get(F.ITEM_INDEX, ())):
+            excluded = watches.before(rows[F.USER_INDEX], rows[LABEL_TIME])
+        return cls(rows, excluded), {"rule": rule, "rewatches": rewatches, "applied": applied}
 
     def __len__(self) -> int:
         """Number of evaluation queries."""
@@ -57,7 +84,8 @@ def catalog_recall(
 
     Videos uploaded after a query are out of its ranking; the catalog is embedded at the
     start of each query's day (see :mod:`recsys.evaluation.ranking`). Recall is
-    :func:`recsys.index.recall.recall_at_k`, as in offline evaluation. ``embedded``: the
+    :func:`recsys.index.recall.recall_at_k`, as in offline evaluation, and each query's
+    ``queries.excluded`` rows are left out as there. ``embedded``: the
     queries' tower outputs when the caller has them already (:func:`query_embeddings`).
     """
     if len(queries) == 0:
@@ -73,6 +101,7 @@ def catalog_recall(
         embed_catalog,
         items.upload_time,
         max(int(k) for k in ks),
+        queries.excluded,
     )
     return {int(k): recall_at_k(ranked, queries.labels, int(k)) for k in ks}
 

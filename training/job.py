@@ -131,8 +131,10 @@ def train(
     # The order of what follows is the order TF draws its op seeds in: keep it.
     dataset = _distributed_dataset(strategy, inputs, config.train.seed)
     model = _build_model(strategy, inputs, config)
-    queries = EvalQueries(
-        read_examples(inputs.examples_dir, "eval", limit=max_eval_queries, seed=config.train.seed)
+    queries, exclusion = EvalQueries.with_rule(
+        read_examples(inputs.examples_dir, "eval", limit=max_eval_queries, seed=config.train.seed),
+        data,
+        config.train.exclude_watched,
     )
     fitted = _fit(
         strategy, model, dataset, inputs, queries, config, total_epochs, work, is_chief, progress
@@ -141,6 +143,7 @@ def train(
     embedded = query_embeddings(model.query_tower, queries) if len(queries) else None
     final = catalog_recall(model, inputs.items, queries, config.train.recall_ks, embedded=embedded)
     metrics = _metrics(split, queries, final, fitted, inputs, total_epochs, strategy)
+    metrics["exclude_watched"] = exclusion
     log.info("final recall on %d eval queries: %s", len(queries), metrics["recall"])
     version_dir = _export(
         model,

@@ -6,10 +6,11 @@ model's depth; the depth sweep trains every query input at depths 0..3 (0: one l
 layer; then 256, 512-256, 1024-512-256 ReLU layers before the embedding layer, as in the
 paper). The "training" group takes one thing away from the base model at a time (the logQ
 correction, the example age; the freshness term where the base uses it), next to the base
-model itself trained on the same budget. The caller supplies the trainer (an
-:class:`Ablation`'s ``train``, the training job in ``recsys evaluate``); every variant is
-trained on the same data and split for a small epoch budget and scored here on the same
-evaluation queries as the main model.
+model itself trained on the same budget; the "objective" group changes one thing: the
+watch history read as a sequence instead of a bag (or back), and more negatives per step.
+The caller supplies the trainer (an :class:`Ablation`'s ``train``, the training job in
+``recsys evaluate``); every variant is trained on the same data and split for a small epoch
+budget and scored here on the same evaluation queries as the main model.
 The "+ searches" and "+ example age" variants differ only in the example-age input, so
 their predicted watch share by video age is the paper's Figure 4.
 """
@@ -31,6 +32,7 @@ from recsys.config import Config, ModelConfig
 from recsys.dataset.splits import Split
 from recsys.evaluation import metrics as M
 from recsys.evaluation.artifact_model import ArtifactModel, model_features
+from recsys.evaluation.exclusion import Watched
 from recsys.evaluation.segments import predicted_age_share
 from recsys.examples.building import LABEL_TIME
 from recsys.features import contract as F
@@ -61,6 +63,11 @@ WITHOUT: tuple[tuple[str, str], ...] = (
     ("without example age", "use_example_age"),
     ("without freshness", "freshness"),
 )
+# The "objective" group: one change to the base model each, what recent retrieval results use.
+UNIFORM_NEGATIVES = 1024  # extra corpus negatives per step in the mixed-negatives variant
+ATTENTION_HISTORY = "history as a sequence (attention)"
+BAG_HISTORY = "history as a bag (mean)"
+MIXED_NEGATIVES = f"+ {UNIFORM_NEGATIVES} uniform negatives"
 BASE_MODEL = "base model"
 WITHOUT_EXAMPLE_AGE = "+ searches"
 WITH_EXAMPLE_AGE = "+ example age"
@@ -123,7 +130,22 @@ def figure6_variants(base: ModelConfig) -> list[Variant]:
         if getattr(base, toggle):
             model = dataclasses.replace(base, **{toggle: False})  # type: ignore[arg-type]
             variants.append(Variant(label, "training", model, inputs=_inputs(model)))
+    variants.extend(objective_variants(base))
     return variants
+
+
+def objective_variants(base: ModelConfig) -> list[Variant]:
+    """The base model with the other history encoder, and with mixed negatives (in-batch plus
+    :data:`UNIFORM_NEGATIVES` uniform corpus samples, logQ kept) when it has none: group
+    "objective", each compared with the base model on the same budget."""
+    other = "bag" if base.history_encoder == "attention" else "attention"
+    label = BAG_HISTORY if other == "bag" else ATTENTION_HISTORY
+    models = [(label, dataclasses.replace(base, history_encoder=other))]
+    if base.num_uniform_negatives == 0:
+        models.append(
+            (MIXED_NEGATIVES, dataclasses.replace(base, num_uniform_negatives=UNIFORM_NEGATIVES))
+        )
+    return [Variant(lbl, "objective", m, inputs=_inputs(m)) for lbl, m in models]
 
 
 def _slug(label: str) -> str:
@@ -192,13 +214,15 @@ def score_variant(
     examples_vocab: Vocabularies,
     catalog: tuple[pd.DataFrame, np.ndarray | None],
     ks: Sequence[int],
+    excluded: Watched | None = None,
 ) -> _Scored:
-    """Recall, MAP and NDCG at each K and MRR of an artifact, by exact search on ``queries``."""
+    """Recall, MAP and NDCG at each K and MRR of an artifact, by exact search on ``queries``
+    (``excluded``: each query's rows left out, its watched videos, or None)."""
     labels = np.asarray(queries[F.ITEM_INDEX], dtype=np.int64)
     times = np.asarray(queries[LABEL_TIME], dtype=np.int64)
     model = ArtifactModel(version_dir)
     q_emb = model.query_embeddings(model_features(queries, examples_vocab, model))
-    ranked = model.rank_exact(q_emb, times, catalog[0], catalog[1], max(ks))
+    ranked = model.rank_exact(q_emb, times, catalog[0], catalog[1], max(ks), excluded)
     per_query = M.per_query_metrics(ranked, labels, ks)
     summary: dict[str, Any] = {
         name: {str(k): float(per_query[f"{name}@{k}"].mean()) for k in ks}
@@ -232,11 +256,13 @@ def run_ablation(
     out: Path,
     work_dir: Path,
     progress: bool = True,
+    excluded: Watched | None = None,
 ) -> dict[str, Any]:
     """Train and score the Figure 6 variants; returns a JSON-ready dict.
 
     ``queries``: the evaluation examples (``[n, ...]`` columns) every variant is scored on;
-    ``catalog``: the items table and content embeddings they rank. The result has ``rows``
+    ``catalog``: the items table and content embeddings they rank; ``excluded``: the rows
+    each query leaves out (the evaluation's watched-video rule). The result has ``rows``
     (one per variant: inputs, layers, metrics, training seconds) and
     ``example_age_predicted`` (Figure 4 curves of the two example-age variants, when run).
     """
@@ -270,7 +296,7 @@ def run_ablation(
             progress=progress,
         )
         seconds = time.perf_counter() - started
-        scored = score_variant(version_dir, queries, examples_vocab, catalog, ks)
+        scored = score_variant(version_dir, queries, examples_vocab, catalog, ks, excluded)
         row.update(metrics=scored.metrics, seconds=seconds, artifact=str(version_dir))
         rows.append(row)
         done[variant.model] = {

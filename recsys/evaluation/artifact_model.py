@@ -24,6 +24,7 @@ from recsys.artifact.layout import (
     VOCAB_FILE,
 )
 from recsys.artifact.reader import open_version
+from recsys.evaluation.exclusion import Watched
 from recsys.evaluation.ranking import rank_by_day
 from recsys.features import contract as F
 from recsys.features.vocab import Vocabularies, Vocabulary
@@ -104,6 +105,7 @@ class ArtifactModel:
         items: pd.DataFrame,
         content: np.ndarray | None,
         k: int,
+        excluded: Watched | None = None,
     ) -> np.ndarray:
         """Exact top-``k`` catalog rows ``[n, k]``, the catalog as it stood each query's day.
 
@@ -113,7 +115,7 @@ class ArtifactModel:
         and
         the training job's validation protocol. (``item_embeddings.npy`` holds the catalog
         at the training cut-off only: it would give every later upload age 0 and rank
-        videos not yet uploaded.)
+        videos not yet uploaded.) ``excluded``: each query's rows left out (watched videos).
         """
         strings = {
             name: items[name].fillna("").astype(str).to_numpy(dtype=object)
@@ -128,7 +130,7 @@ class ArtifactModel:
             content if wants_content else None,
             batch_size=8192,
         )
-        return rank_by_day(query_embeddings, query_times, embed, upload, k)
+        return rank_by_day(query_embeddings, query_times, embed, upload, k, excluded)
 
     def rank_served(self, query_embeddings: np.ndarray, k: int) -> tuple[np.ndarray, str] | None:
         """Top-``k`` rows ``[n, k]`` from the served index, and its kind; None without one."""

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
+from recsys.config import ExcludeWatched
 from recsys.dataset.io import CanonicalDataset, DatasetError, DatasetMeta, read_meta
 from recsys.dataset.splits import Split
 from recsys.dataset.validation import read_dataset
@@ -31,13 +32,23 @@ from recsys.evaluation import metrics as M
 from recsys.evaluation.ablation import Ablation, run_ablation
 from recsys.evaluation.artifact_model import ArtifactModel, model_features
 from recsys.evaluation.baselines import (
+    EASE,
     Baseline,
     CoWatch,
+    ItemGram,
+    ItemKNN,
     MostPopular,
     TFRSBasic,
+    TrainingData,
     Trending,
     load_training_data,
     vocab_to_rows,
+)
+from recsys.evaluation.exclusion import (
+    Watched,
+    WatchLog,
+    drop_excluded,
+    resolve_exclude_watched,
 )
 from recsys.evaluation.report import write_reports
 from recsys.evaluation.result import DECIMALS, METHOD_LABELS, METRICS_FILE, METRICS_FORMAT, rounded
@@ -92,6 +103,8 @@ class Queries:
     columns: dict[str, np.ndarray]  # example columns, [n, ...] each
     available: int  # held-out examples before sampling
     seed: int  # the sampling (and baseline) seed
+    watched: Watched  # each query's user's videos watched before it
+    exclusion: dict[str, Any]  # the watched-video rule: asked, rewatches, applied
 
     def __len__(self) -> int:
         return len(self.columns[F.ITEM_INDEX])
@@ -110,6 +123,21 @@ class Queries:
     def upload_time(self) -> np.ndarray:
         """``[num_items]`` Unix seconds each catalog video was uploaded."""
         return self.items["upload_time"].to_numpy(np.int64)
+
+    @property
+    def excluded(self) -> Watched | None:
+        """Each query's rows every ranking leaves out (watched videos), or None."""
+        return self.watched if self.exclusion["applied"] else None
+
+    def fetch(self, k: int) -> int:
+        """How many rows a ranking must return for ``k`` to remain after the exclusions."""
+        return k + (self.watched.max_count if self.exclusion["applied"] else 0)
+
+    def final(self, ranked: np.ndarray, k: int) -> np.ndarray:
+        """``ranked: [n, fetch(k)]`` without the excluded rows, ``[n, k]`` (-1 padded)."""
+        if not self.exclusion["applied"]:
+            return ranked
+        return drop_excluded(ranked, self.watched, k)
 
     @property
     def rows_of_vocab(self) -> np.ndarray:
@@ -161,8 +189,10 @@ def load_queries(
     max_queries: int | None,
     seed: int,
     progress: bool,
+    exclude_watched: ExcludeWatched = "auto",
 ) -> Queries:
-    """The split's evaluation examples (a seeded sample of ``max_queries``) and the catalog."""
+    """The split's evaluation examples (a seeded sample of ``max_queries``), the catalog, and
+    each query's earlier watches with the exclusion rule resolved on ``data``."""
     with step(f"preparing {split.name}-split evaluation examples"):
         examples_dir = prepare_evaluation_examples(model, data, split, work_dir, progress)
     vocab = Vocabularies.load(examples_dir / VOCAB_FILE)
@@ -178,6 +208,13 @@ def load_queries(
     columns = read_examples(examples_dir, "eval", limit=max_queries, seed=seed)
     if available == 0 or not columns:
         raise ValueError(f"the {split.name} split of {data} holds out no watches to evaluate")
+    watches = WatchLog.of(read_dataset(data, validate=False))
+    rewatches = watches.rewatches
+    exclusion = {
+        "rule": exclude_watched,
+        "rewatches": rewatches,
+        "applied": resolve_exclude_watched(exclude_watched, rewatches),
+    }
     queries = Queries(
         split=split,
         examples_dir=examples_dir,
@@ -189,9 +226,15 @@ def load_queries(
         columns=columns,
         available=available,
         seed=seed,
+        watched=watches.before(columns[F.USER_INDEX], columns[LABEL_TIME]),
+        exclusion=exclusion,
     )
     log.info(
-        "evaluating on %d of %d held-out watches (%s split)", len(queries), available, split.name
+        "evaluating on %d of %d held-out watches (%s split), watched videos %s",
+        len(queries),
+        available,
+        split.name,
+        "excluded" if exclusion["applied"] else "kept",
     )
     return queries
 
@@ -221,7 +264,9 @@ def rank_model_exact(
             model_features(queries.columns, queries.vocab, model),
             progress=Progress("query embeddings", "queries", enabled=progress),
         )
-    ranked = model.rank_exact(q_emb, queries.times, queries.items, queries.content, k)
+    ranked = model.rank_exact(
+        q_emb, queries.times, queries.items, queries.content, k, queries.excluded
+    )
     return q_emb, ranked
 
 
@@ -231,13 +276,14 @@ def rank_model_served(
     exact: np.ndarray,
     ks: Sequence[int],
     warnings: list[str],
+    queries: Queries,
 ) -> tuple[np.ndarray | None, dict[str, Any]]:
     """The served index's top-``max(ks)`` (None without an index) and what it is."""
-    served = model.rank_served(q_emb, max(ks))
+    served = model.rank_served(q_emb, queries.fetch(max(ks)))
     if served is None:
         warnings.append(f"{model.label} has no index: served-index numbers are left out")
         return None, {"kind": None}
-    ranked, kind = served
+    ranked, kind = queries.final(served[0], max(ks)), served[1]
     return ranked, {
         "kind": kind,
         "config": model.manifest.index.get("config"),
@@ -273,7 +319,9 @@ def rank_compared(
             "may be in its training data"
         )
     c_emb = compare.query_embeddings(model_features(queries.columns, queries.vocab, compare))
-    return compare, compare.rank_exact(c_emb, queries.times, queries.items, queries.content, k)
+    return compare, compare.rank_exact(
+        c_emb, queries.times, queries.items, queries.content, k, queries.excluded
+    )
 
 
 # ---------------------------------------------------------------- baselines and oracle
@@ -288,6 +336,39 @@ class _Baselines:
     settings: dict[str, Any]
 
 
+def rank_item_item(
+    train: TrainingData,
+    queries: Queries,
+    k: int,
+    max_items: int,
+    ranked: dict[str, np.ndarray],
+    warnings: list[str],
+) -> dict[str, Any]:
+    """Rank with EASE and item-kNN into ``ranked`` (0 ``max_items``: left out); settings."""
+    if max_items == 0:
+        warnings.append("EASE and item-kNN were left out (--ease-max-items 0)")
+        return {}
+    with step(f"item co-occurrence over up to {max_items} videos"):
+        gram = ItemGram(train, max_items)
+    if gram.seen > len(gram.rows):
+        warnings.append(
+            f"EASE and item-kNN cover the {len(gram.rows)} most watched of the {gram.seen} "
+            "videos watched in training (--ease-max-items): the others are never recommended "
+            "by them"
+        )
+    with step(f"solving EASE over {len(gram.rows)} videos"):
+        ease = EASE(gram)
+    ranked["ease"] = queries.final(ease.rank_watched(queries.watched, queries.fetch(k)), k)
+    del ease  # its [n, n] weights: one such matrix at a time
+    knn = ItemKNN(gram)
+    ranked["item_knn"] = queries.final(knn.rank_watched(queries.watched, queries.fetch(k)), k)
+    covered = {"videos": len(gram.rows), "watched_videos": gram.seen, "max_videos": max_items}
+    return {
+        "ease": {"l2": 200.0, **covered},
+        "item_knn": {"neighbours": knn.neighbours, "similarity": "cosine", **covered},
+    }
+
+
 def rank_baselines(
     queries: Queries,
     k: int,
@@ -296,8 +377,11 @@ def rank_baselines(
     ranked: dict[str, np.ndarray],
     timer: _Timer,
     progress: bool,
+    ease_max_items: int = 8000,
+    warnings: list[str] | None = None,
 ) -> _Baselines:
-    """Rank with most-popular, trending, co-watch and TFRS basic into ``ranked``."""
+    """Rank with most-popular, trending, co-watch, TFRS basic, EASE and item-kNN into
+    ``ranked``."""
     rows_of_vocab = queries.rows_of_vocab
     with timer("baseline_data"), step("reading the training examples for the baselines"):
         train = load_training_data(
@@ -311,14 +395,18 @@ def rank_baselines(
             "co_watch": CoWatch(train, rows_of_vocab),
         }
         for name, baseline in simple.items():
-            ranked[name] = baseline.rank(queries.columns, k)
+            ranked[name] = queries.final(baseline.rank(queries.columns, queries.fetch(k)), k)
     with timer("tfrs_basic"):
         with step(f"training the TFRS basic model ({tfrs_epochs} epochs)"):
             # The tutorial's towers, loss and optimizer; the model's own batch size, since the
             # in-batch softmax costs batch^2 per step and the tutorial's 8192 was for 80k ratings.
             tfrs_basic = TFRSBasic(epochs=tfrs_epochs, batch_size=batch_size, seed=queries.seed)
             tfrs_basic.fit(train, Progress("TFRS basic", "epochs", enabled=progress))
-        ranked["tfrs_basic"] = tfrs_basic.rank(queries.columns, k)
+        ranked["tfrs_basic"] = queries.final(tfrs_basic.rank(queries.columns, queries.fetch(k)), k)
+    with timer("ease_item_knn"):
+        item_item = rank_item_item(
+            train, queries, k, ease_max_items, ranked, [] if warnings is None else warnings
+        )
     settings = {
         "trending": {"window_days": 7.0, "half_life_days": 1.0},
         "co_watch": {"recent_watches": 5},
@@ -328,6 +416,7 @@ def rank_baselines(
             "batch_size": tfrs_basic.batch_size,
             "learning_rate": tfrs_basic.learning_rate,
         },
+        **item_item,
     }
     return _Baselines(len(train.item_rows), most_popular.counts, settings)
 
@@ -395,8 +484,13 @@ def rank_oracle(
     if oracle is not None:
         with step("oracle ceiling"):
             top = oracle_ranking(
-                data, queries.columns, k, oracle, Progress("oracle", "queries", enabled=progress)
+                data,
+                queries.columns,
+                queries.fetch(k),
+                oracle,
+                Progress("oracle", "queries", enabled=progress),
             )
+            top = None if top is None else queries.final(top, k)
     if top is None:
         log.info("no oracle for %s: the report leaves its ceiling out", data)
     return top
@@ -426,6 +520,7 @@ def rank_all(
     timer: _Timer,
     warnings: list[str],
     progress: bool,
+    ease_max_items: int = 8000,
 ) -> Rankings:
     """Rank with the model (exact, served), a compared model, the baselines and the oracle."""
     k = max(ks)
@@ -433,7 +528,9 @@ def rank_all(
     with timer("model_exact"):
         q_emb, ranked["model_exact"] = rank_model_exact(model, queries, k, progress)
     with timer("model_index"):
-        served, index_info = rank_model_served(model, q_emb, ranked["model_exact"], ks, warnings)
+        served, index_info = rank_model_served(
+            model, q_emb, ranked["model_exact"], ks, warnings, queries
+        )
         if served is not None:
             ranked["model_index"] = served
     compare = None
@@ -443,7 +540,9 @@ def rank_all(
         if compared is not None:
             ranked["compare_exact"] = compared
     batch = model.config.train.batch_size
-    baselines = rank_baselines(queries, k, batch, tfrs_epochs, ranked, timer, progress)
+    baselines = rank_baselines(
+        queries, k, batch, tfrs_epochs, ranked, timer, progress, ease_max_items, warnings
+    )
     with timer("oracle"):
         top = rank_oracle(oracle, data, queries, k, progress)
         if top is not None:
@@ -542,6 +641,7 @@ def ablation_view(
         out=out,
         work_dir=work_dir,
         progress=progress,
+        excluded=queries.excluded,
     )
     for name, share in result.pop("example_age_predicted", {}).items():
         example_age["predicted"][name] = share["predicted"]
@@ -590,6 +690,7 @@ def describe_run(
             "seed": queries.seed,
         },
         "catalog_size": len(queries.items),
+        "exclude_watched": queries.exclusion,
     }
 
 
@@ -607,7 +708,13 @@ def _open_artifact(artifact: str | Path, data: Path) -> tuple[ArtifactModel, Dat
     return model, meta
 
 
-def _checked_ks(ks: Sequence[int], max_queries: int | None) -> tuple[int, ...]:
+def _checked_arguments(
+    ks: Sequence[int], max_queries: int | None, exclude_watched: str = "auto", ease_max: int = 0
+) -> tuple[int, ...]:
+    """The sorted distinct ``ks``; ValueError for any bad argument, before any work is done."""
+    resolve_exclude_watched(exclude_watched, rewatches=False)
+    if ease_max < 0:
+        raise ValueError(f"ease_max_items must be >= 0, got {ease_max}")
     out = tuple(sorted({int(k) for k in ks}))
     if not out or out[0] <= 0:
         raise ValueError(f"ks must be positive integers, got {list(out)}")
@@ -631,6 +738,8 @@ def evaluate(
     oracle: Oracle | None = None,
     ablation: Ablation | None = None,
     online: Mapping[str, Any] | None = None,
+    exclude_watched: ExcludeWatched = "auto",
+    ease_max_items: int = 8000,
 ) -> dict[str, Any]:
     """Evaluate ``artifact`` on ``data``, write the reports into ``out``, return the metrics.
 
@@ -644,10 +753,12 @@ def evaluate(
     ``oracle``: the ceiling's true probabilities (left out when None or when it has none for
     ``data``); ``ablation``: the Figure 6 variants to train and score (left out when None);
     ``online``: an online evaluation's result (:mod:`recsys.evaluation.online`) to report
-    beside the offline one.
+    beside the offline one. ``exclude_watched``: the watched-video rule of every ranking
+    (:mod:`.exclusion`); ``ease_max_items``: the most watched videos EASE and item-kNN cover
+    (0: left out).
     """
     started = time.perf_counter()
-    ks = _checked_ks(ks, max_queries)
+    ks = _checked_arguments(ks, max_queries, exclude_watched, ease_max_items)
     data, out = Path(data), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(work_dir) if work_dir else out / "work"
@@ -656,7 +767,9 @@ def evaluate(
     eval_split, warnings = resolve_split(model, data, split)
     seed = model.config.train.seed if seed is None else seed
     with timer("examples"):
-        queries = load_queries(model, data, eval_split, work, max_queries, seed, progress)
+        queries = load_queries(
+            model, data, eval_split, work, max_queries, seed, progress, exclude_watched
+        )
     r = rank_all(
         model,
         meta.fingerprint,
@@ -669,6 +782,7 @@ def evaluate(
         timer=timer,
         warnings=warnings,
         progress=progress,
+        ease_max_items=ease_max_items,
     )
     with timer("metrics"):
         scored = score(r.ranked, queries, ks, r.baselines.counts, r.index)

@@ -101,8 +101,10 @@ def popularity_percentiles(counts: np.ndarray) -> np.ndarray:
 
 
 def mean_popularity_percentile(ranked: np.ndarray, k: int, percentiles: np.ndarray) -> float:
-    """Mean popularity percentile of every recommended item in the top-k lists."""
+    """Mean popularity percentile of every recommended item in the top-k lists (-1 slots of
+    lists shorter than k are not items)."""
     head = np.asarray(ranked)[:, :k]
+    head = head[head >= 0]
     return float(np.asarray(percentiles)[head].mean()) if head.size else float("nan")
 
 

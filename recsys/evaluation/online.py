@@ -22,10 +22,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
+from recsys.config import ExcludeWatched
 from recsys.dataset.io import read_meta
-from recsys.dataset.schema import EVENT_WATCH
+from recsys.dataset.schema import EVENT_WATCH, EVENTS
 from recsys.dataset.splits import Split
+from recsys.evaluation.exclusion import has_rewatches, resolve_exclude_watched
 from recsys.live.event_files import read_events
 from recsys.live.events import Demographics, Event
 from recsys.logs import ProgressFn
@@ -113,6 +117,18 @@ class OnlineResult:
         }
 
 
+def _has_rewatches(data: str | Path) -> bool:
+    """Whether some user of dataset ``data`` watched a video twice."""
+    watches = pq.read_table(
+        Path(data) / EVENTS.file_name,
+        columns=["user_id", "item_id"],
+        filters=[("type", "==", EVENT_WATCH)],
+    )
+    users = pc.dictionary_encode(watches.column("user_id")).combine_chunks().indices
+    items = pc.dictionary_encode(watches.column("item_id")).combine_chunks().indices
+    return has_rewatches(users.to_numpy(), items.to_numpy())
+
+
 def held_out(events: Sequence[Event], max_queries: int, seed: int) -> np.ndarray:
     """Positions of the held-out watches: a seeded sample of ``max_queries``, sorted."""
     watches = np.flatnonzero([e.type == EVENT_WATCH for e in events])
@@ -185,13 +201,14 @@ def evaluate_online(
     seed: int = 0,
     cutoff: int | None = None,
     progress: ProgressFn | None = None,
-    exclude_watched: bool = True,
+    exclude_watched: ExcludeWatched | bool = "auto",
 ) -> OnlineResult:
     """Replay the evaluation window of dataset ``data`` into ``service`` and score it.
 
     ``cutoff`` (Unix s) starts the window; default: the time split's, as training uses.
-    ``exclude_watched``: Recommend's own option (True, its default: watched videos are
-    never recommended, so a rewatch is a miss).
+    ``exclude_watched``: Recommend's own option, as a bool or as the offline evaluation's
+    rule (:func:`recsys.evaluation.exclusion.resolve_exclude_watched`; "auto": exclude
+    watched videos when the dataset has no rewatches).
     """
     started = time.perf_counter()
     ks = tuple(sorted(set(ks)))
@@ -202,6 +219,8 @@ def evaluate_online(
         if not meta.time_range:
             raise ValueError(f"{data}: the dataset has no events")
         cutoff = Split("time").resolve_cutoff(np.array(meta.time_range))
+    if not isinstance(exclude_watched, bool):
+        exclude_watched = resolve_exclude_watched(exclude_watched, _has_rewatches(data))
     source = read_events(data, after=cutoff)
     queries = held_out(source.events, max_queries, seed)
     if len(queries) == 0:

@@ -79,8 +79,9 @@ def _headline_blocks(result: Mapping[str, Any]) -> list[Block]:
         Block(
             "p",
             f"{result['queries']['evaluated']} held-out next watches, each ranked against all "
-            f"{result['catalog_size']} videos of the catalog. Exact search unless labelled "
-            "otherwise. Popularity pct: mean popularity percentile of the recommended videos "
+            f"{result['catalog_size']} videos of the catalog; {exclusion_text(result)}. "
+            "Exact search unless labelled otherwise. Popularity pct: mean popularity "
+            "percentile of the recommended videos "
             "(training watches; 0 = never watched, 100 = most watched); the true next watches "
             f"average {fmt(result['true_next_watch_popularity_percentile'])}.",
         ),
@@ -168,6 +169,8 @@ _SHORT = {
     "trending": "Trending",
     "co_watch": "Co-watch",
     "tfrs_basic": "TFRS basic",
+    "ease": "EASE",
+    "item_knn": "Item-kNN",
     "oracle": "Oracle",
 }
 
@@ -507,13 +510,25 @@ def write_reports(
     return md_path, html_path
 
 
+def exclusion_text(result: Mapping[str, Any]) -> str:
+    """The watched-video rule the rankings used, in words (``exclude_watched`` of a result)."""
+    rule = result.get("exclude_watched")
+    if not rule:
+        return "watched videos kept"
+    done = "excluded" if rule["applied"] else "kept"
+    if rule["rule"] != "auto":
+        return f"watched videos {done} (--exclude-watched {rule['rule']})"
+    why = "users rewatch in this data" if rule["rewatches"] else "no rewatches in this data"
+    return f"watched videos {done} (--exclude-watched auto: {why})"
+
+
 def headline(result: Mapping[str, Any]) -> str:
     """A few lines for the terminal: Recall@K of every method (exact search)."""
     ks = [str(k) for k in result["ks"]]
     width = max(len(_label(result, m)) for m in result["methods"])
     lines = [
         f"{result['split']['name']} split, {result['queries']['evaluated']} queries, "
-        f"{result['catalog_size']} videos:"
+        f"{result['catalog_size']} videos, {exclusion_text(result)}:"
     ]
     for name, m in result["methods"].items():
         recalls = "  ".join(f"R@{k} {fmt(m['recall'][k])}" for k in ks)

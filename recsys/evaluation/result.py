@@ -22,6 +22,8 @@ METHOD_LABELS = {
     "trending": "Trending",
     "co_watch": "Item-to-item co-watch",
     "tfrs_basic": "TFRS basic (id-only two-tower)",
+    "ease": "EASE (closed-form item-item)",
+    "item_knn": "Item-kNN (cosine, 100 neighbours)",
     "oracle": "Oracle (true probabilities)",
 }
 

@@ -181,6 +181,70 @@ class FreshnessCurve(tf.keras.layers.Layer):
         return tf.tanh(tf.gather(tf.cast(self.values, tf.float32), bucket))
 
 
+class HistoryAttention(tf.keras.layers.Layer):
+    """The watch history read as a sequence: attention from the latest watch over all of them.
+
+    ``item_embeddings: [B, H, d]`` of ``history: [B, H]`` (oldest first, 0-padded at the
+    end) -> ``[B, d]``. Each watch gets a learned embedding of its recency (0 = the latest
+    watch, 1 = the one before, ...) added; the latest watch asks ``heads`` attention queries
+    over every watch (padding masked out), and a residual feed-forward block follows: one
+    pre-norm transformer block read at the last position (SASRec, Kang and McAuley 2018,
+    trained here on that position only), whose residual stream keeps the embeddings' scale.
+    An empty history gives zeros.
+    Built from matmuls, softmax and reductions only, so TensorFlow Lite converts it with
+    builtin ops.
+    """
+
+    def __init__(self, max_history: int, dim: int, heads: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if dim % heads:
+            raise ValueError(f"the history attention's width {dim} is not divisible by {heads}")
+        self.max_history = max_history
+        self.dim = dim
+        self.heads = heads
+        self.recency = tf.keras.layers.Embedding(max_history, dim, name="recency_embedding")
+        self.query = tf.keras.layers.Dense(dim, use_bias=False, name="query")
+        self.key = tf.keras.layers.Dense(dim, use_bias=False, name="key")
+        self.value = tf.keras.layers.Dense(dim, use_bias=False, name="value")
+        self.output_projection = tf.keras.layers.Dense(dim, name="output")
+        self.norm_input = tf.keras.layers.LayerNormalization(name="norm_input")
+        self.norm_attention = tf.keras.layers.LayerNormalization(name="norm_attention")
+        self.feed_forward = tf.keras.Sequential(
+            [
+                tf.keras.layers.Dense(2 * dim, activation="relu", name="hidden"),
+                tf.keras.layers.Dense(dim, name="output"),
+            ],
+            name="feed_forward",
+        )
+
+    def call(self, item_embeddings: tf.Tensor, history: tf.Tensor) -> tf.Tensor:
+        """``[B, H, d]`` embeddings of ``[B, H]`` ids -> ``[B, d]`` float (the layer's dtype)."""
+        x = tf.cast(item_embeddings, self.compute_dtype)
+        valid = tf.not_equal(history, F.PAD)  # [B, H]
+        count = tf.reduce_sum(tf.cast(valid, tf.int32), axis=1)  # [B]
+        width = tf.shape(history)[1]
+        recency = count[:, None] - 1 - tf.range(width)[None, :]  # [B, H]: 0 = latest
+        recency = tf.clip_by_value(recency, 0, self.max_history - 1)
+        mask = tf.cast(valid, self.compute_dtype)[:, :, None]
+        x = (x + tf.cast(self.recency(recency), self.compute_dtype)) * mask
+        normed = self.norm_input(x)
+        last = tf.maximum(count - 1, 0)
+        # A padding row makes the gathers safe for an empty [B, 0] history.
+        latest = tf.gather(tf.pad(x, [[0, 0], [0, 1], [0, 0]]), last, batch_dims=1)  # [B, d]
+        latest_normed = tf.gather(tf.pad(normed, [[0, 0], [0, 1], [0, 0]]), last, batch_dims=1)
+        head = self.dim // self.heads
+        q = tf.reshape(self.query(latest_normed), [-1, 1, self.heads, head])
+        k = tf.reshape(self.key(normed), [-1, width, self.heads, head])
+        v = tf.reshape(self.value(normed), [-1, width, self.heads, head])
+        scores = tf.reduce_sum(q * k, axis=-1) / float(np.sqrt(head))  # [B, H, heads]
+        scores = tf.cast(scores, tf.float32) + (1.0 - tf.cast(mask, tf.float32)) * -1e9
+        weights = tf.cast(tf.nn.softmax(scores, axis=1), self.compute_dtype)[..., None]
+        pooled = tf.reshape(tf.reduce_sum(weights * v, axis=1), [-1, self.dim])  # [B, d]
+        y = latest + self.output_projection(pooled)
+        y = y + self.feed_forward(self.norm_attention(y))
+        return y * tf.cast(count > 0, self.compute_dtype)[:, None]
+
+
 class QueryTower(tf.keras.Model):
     """User context -> ``[B, embedding_dim]`` unit vectors.
 
@@ -193,6 +257,8 @@ class QueryTower(tf.keras.Model):
     ``use_example_age`` and ``use_recency`` switch groups off; switched-off features are not
     read and may be absent. With ``freshness`` the last coordinate is a learned constant
     sine, the query's half of the freshness term; the rest is :meth:`main`.
+    ``history_encoder`` "bag" averages the history (Covington et al.); "attention" also reads
+    it as a sequence (:class:`HistoryAttention`), beside the average.
     """
 
     def __init__(
@@ -227,6 +293,13 @@ class QueryTower(tf.keras.Model):
             self.gender_embedding = _embedding(
                 sizes.num_genders, config.gender_embedding_dim, "gender_embedding"
             )
+        if config.history_encoder == "attention":
+            self.history_attention = HistoryAttention(
+                config.history_max_positions,
+                config.item_embedding_dim,
+                config.history_attention_heads,
+                name="history_attention",
+            )
         self.dense = _dense_stack(
             _main_layers(config, config.query_layers), config.dropout, "query_dense"
         )
@@ -253,7 +326,11 @@ class QueryTower(tf.keras.Model):
         """The unit embedding without the freshness coordinate: ``[B, d]`` (``d - 1`` with it)."""
         tower = "query tower"
         history = _ids(features, F.HISTORY, tower)
-        parts = [masked_mean(self.item_embedding(history), history)]
+        watched = self.item_embedding(history)
+        parts = [masked_mean(watched, history)]
+        if self.config.history_encoder == "attention":
+            # The sequence beside the bag: the order and recency, and the long-run average.
+            parts.append(self.history_attention(watched, history))
         if self.config.use_searches:
             tokens = _ids(features, F.SEARCH_TOKENS, tower)
             parts.append(masked_mean(self.token_embedding(tokens), tokens))

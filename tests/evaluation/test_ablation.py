@@ -8,7 +8,15 @@ from pathlib import Path
 import pytest
 
 from recsys.config import ModelConfig
-from recsys.evaluation.ablation import BASE_MODEL, Ablation, figure6_variants
+from recsys.evaluation.ablation import (
+    ATTENTION_HISTORY,
+    BAG_HISTORY,
+    BASE_MODEL,
+    MIXED_NEGATIVES,
+    UNIFORM_NEGATIVES,
+    Ablation,
+    figure6_variants,
+)
 
 
 def test_training_group_takes_away_one_thing_at_a_time() -> None:
@@ -26,6 +34,19 @@ def test_only_what_the_base_uses_is_taken_away() -> None:
     assert labels == [BASE_MODEL, "without example age"]
     ladder = [v.label for v in figure6_variants(base) if v.group == "features"]
     assert ladder[-1] == "+ recency (all features)"  # the Figure 6 ladder is unchanged
+
+
+def test_objective_group_swaps_the_history_encoder_and_adds_negatives() -> None:
+    base = ModelConfig()
+    objective = {v.label: v.model for v in figure6_variants(base) if v.group == "objective"}
+    assert objective == {
+        ATTENTION_HISTORY: dataclasses.replace(base, history_encoder="attention"),
+        MIXED_NEGATIVES: dataclasses.replace(base, num_uniform_negatives=UNIFORM_NEGATIVES),
+    }
+    # a base that reads the sequence and already mixes negatives: only the bag comes back
+    seq = ModelConfig(history_encoder="attention", num_uniform_negatives=64)
+    objective = {v.label: v.model for v in figure6_variants(seq) if v.group == "objective"}
+    assert objective == {BAG_HISTORY: dataclasses.replace(seq, history_encoder="bag")}
 
 
 def _never_trains(*args: object, **kwargs: object) -> Path:

@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 
 from recsys.evaluation.baselines import (
+    EASE,
     CoWatch,
+    ItemGram,
+    ItemKNN,
     MostPopular,
     TFRSBasic,
     TrainingData,
@@ -14,6 +17,7 @@ from recsys.evaluation.baselines import (
     history_rows,
     vocab_to_rows,
 )
+from recsys.evaluation.exclusion import Watched
 
 DAY = 86_400
 CUTOFF = 100 * DAY  # a day boundary, so the "start of the query's day" rule is easy to follow
@@ -134,3 +138,63 @@ def test_tfrs_basic_learns_who_watches_what() -> None:
     assert hit_at_1 >= 0.9, ranked
     # an unknown user shares the out-of-vocabulary embedding: still a valid ranking
     assert model.rank({"user_index": np.array([99])}, 3).shape == (1, 3)
+
+
+# Item-item data: users 0 and 1 watch videos 0 and 1, user 2 watches 1 and 2, user 3 watches
+# 3 (twice: a repeated pair counts once); video 4 is never watched.
+ITEM_ITEM = _data(
+    items=[0, 1, 0, 1, 1, 2, 3, 3],
+    prev=[-1] * 8,
+    times=[0] * 8,
+    users=[0, 0, 1, 1, 2, 2, 3, 3],
+)
+
+
+def _watched(*lists: list[int]) -> Watched:
+    offsets = np.concatenate([[0], np.cumsum([len(x) for x in lists])]).astype(np.int64)
+    return Watched(offsets, np.array([r for x in lists for r in x], dtype=np.int64))
+
+
+def test_item_gram_counts_users_per_pair_of_the_most_watched_videos() -> None:
+    gram = ItemGram(ITEM_ITEM, max_items=10)
+    # training watches 0:2, 1:3, 2:1, 3:2 (one user twice) -> order 1, then 0 and 3 (2 each,
+    # lower row first), then 2
+    assert gram.rows.tolist() == [1, 0, 3, 2]
+    assert gram.seen == 4
+    # G in that order: diagonal = users per video; (1, 0) 2 users; (1, 2) 1 user
+    assert gram.gram.tolist() == [[3, 2, 0, 1], [2, 2, 0, 0], [0, 0, 1, 0], [1, 0, 0, 1]]
+    capped = ItemGram(ITEM_ITEM, max_items=2)
+    assert capped.rows.tolist() == [1, 0]
+    assert capped.gram.tolist() == [[3, 2], [2, 2]]
+    with pytest.raises(ValueError, match="max_items must be positive"):
+        ItemGram(ITEM_ITEM, max_items=0)
+
+
+def test_ease_solves_the_constrained_least_squares() -> None:
+    gram = ItemGram(ITEM_ITEM, max_items=10)
+    ease = EASE(gram, l2=0.5)
+    b = ease.weights.astype(np.float64)
+    g = gram.gram.astype(np.float64)
+    # Its optimality condition: (G + l2 I) B - G is diagonal (the zero-diagonal constraint's
+    # multipliers) and B's diagonal is zero.
+    residual = (g + 0.5 * np.eye(4)) @ b - g
+    assert np.allclose(residual - np.diag(np.diag(residual)), 0, atol=1e-4)
+    assert np.allclose(np.diag(b), 0)
+    # A user who watched video 0 gets video 1 first (its co-watcher); 0 itself scores 0.
+    ranked = ease.rank_watched(_watched([0], []), 4)
+    assert ranked[0, 0] == 1
+    # no watches: every score is 0 and popularity breaks the ties
+    assert ranked[1].tolist() == [1, 0, 3, 2]
+
+
+def test_item_knn_sums_cosine_similarities_of_kept_neighbours() -> None:
+    gram = ItemGram(ITEM_ITEM, max_items=10)
+    # cosine: sim(0, 1) = 2 / sqrt(2 * 3) = 0.816, sim(1, 2) = 1 / sqrt(3 * 1) = 0.577
+    knn = ItemKNN(gram, neighbours=10)
+    # watched {1}: 0 (0.816), 2 (0.577), then 1 and 3 at 0 by popularity (3 watches vs 2)
+    assert knn.rank_watched(_watched([1]), 4).tolist() == [[0, 2, 1, 3]]
+    # one neighbour each: video 1 keeps only video 0, so 2 falls to the popularity order
+    one = ItemKNN(gram, neighbours=1)
+    assert one.rank_watched(_watched([1]), 4).tolist() == [[0, 1, 3, 2]]
+    # fewer covered videos than k: the rest is -1
+    assert one.rank_watched(_watched([1]), 6)[0, 4:].tolist() == [-1, -1]

@@ -99,6 +99,8 @@ def test_popularity_percentiles_and_bias() -> None:
     # recommending videos 0 and 3: (50 + 25) / 2
     assert M.mean_popularity_percentile(np.array([[0, 3]]), 2, pct) == 37.5
     assert M.mean_popularity_percentile(np.array([[0, 3]]), 1, pct) == 50.0
+    # a list cut short (-1 slots) averages its items only: (50 + 25 + 50) / 3
+    assert M.mean_popularity_percentile(np.array([[0, 3], [2, -1]]), 2, pct) == 125 / 3
 
 
 def test_summarize_holds_every_metric() -> None:

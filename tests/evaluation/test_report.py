@@ -147,6 +147,8 @@ def test_every_method_and_metrics_json_number_is_in_the_report(
         "trending",
         "co_watch",
         "tfrs_basic",
+        "ease",
+        "item_knn",
         "oracle",
     }
     for name, m in result["methods"].items():

@@ -262,3 +262,39 @@ def test_freshness_coordinate() -> None:
     )
     # The rest of the row is the main part scaled by the cosine of the freshness angle.
     np.testing.assert_allclose(c[:, :-1], main * np.sqrt(1 - c[:, -1:] ** 2), rtol=1e-5, atol=1e-6)
+
+
+ATTENTION = dataclasses.replace(CONFIG, history_encoder="attention", history_max_positions=5)
+
+
+def test_attention_history_reads_the_order_and_masks_padding() -> None:
+    tf.keras.utils.set_random_seed(3)
+    attention, _ = build_towers(ATTENTION, SIZES)
+    tf.keras.utils.set_random_seed(3)
+    bag, _ = build_towers(CONFIG, SIZES)
+    batch = _batch()
+    out = attention(batch).numpy()
+    assert out.shape == (B, 6)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+    # the two older watches swapped (the latest, an input of its own, stays): the bag cannot
+    # tell, the sequence encoder can
+    swapped = dict(batch)
+    swapped[F.HISTORY] = batch[F.HISTORY][:, [1, 0, 2, 3, 4]]
+    np.testing.assert_allclose(bag(swapped).numpy(), bag(batch).numpy(), atol=1e-6)
+    assert not np.allclose(attention(swapped).numpy(), out, atol=1e-4)
+    # longer padding (recency positions past the table are clipped) changes nothing, and an
+    # all-padding history is an empty one
+    wider = dict(batch)
+    wider[F.HISTORY] = np.pad(batch[F.HISTORY], ((0, 0), (0, 4)))
+    np.testing.assert_allclose(attention(wider).numpy(), out, atol=1e-5)
+    padded, empty = dict(batch), dict(batch)
+    padded[F.HISTORY] = np.zeros((B, 5), np.int32)
+    empty[F.HISTORY] = np.zeros((B, 0), np.int32)
+    np.testing.assert_allclose(attention(padded).numpy(), attention(empty).numpy(), atol=1e-6)
+
+
+def test_history_encoder_config_is_checked() -> None:
+    with pytest.raises(ValueError, match="history_encoder must be one of"):
+        dataclasses.replace(CONFIG, history_encoder="gru")
+    with pytest.raises(ValueError, match=r"item_embedding_dim \(8\) must be divisible"):
+        dataclasses.replace(ATTENTION, history_attention_heads=3)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from recsys.evaluation.exclusion import Watched
 from recsys.examples.building import LABEL_TIME
 from recsys.features import contract as F
 from recsys.features.tables import ItemTable
@@ -20,6 +22,7 @@ from recsys_training.callbacks import (
 )
 
 DAY = 86_400
+T0 = 1_767_225_600  # conftest's small dataset starts here
 NUM_CATEGORIES = 3
 
 
@@ -88,6 +91,34 @@ def test_catalog_recall_takes_the_callers_query_embeddings() -> None:
     assert catalog_recall(model, _items(), queries, [2], embedded=embedded) == {
         2: pytest.approx(2 / 3)
     }
+
+
+def test_catalog_recall_leaves_out_each_querys_watched_videos() -> None:
+    # Query 1 ranked 1, 4, 0, ... (see above); having watched video 1, it ranks 4 first: a hit
+    # at 1. Query 2 watched its own label (video 2): never ranked, a miss at any K.
+    base = _queries()
+    watched = Watched(offsets=np.array([0, 0, 1, 2]), rows=np.array([1, 2]))
+    queries = EvalQueries(
+        {**base.features, F.ITEM_INDEX: base.labels, LABEL_TIME: base.times}, watched
+    )
+    recall = catalog_recall(_Model(), _items(), queries, [1, 6])
+    assert recall == {1: pytest.approx(1 / 3), 6: pytest.approx(1 / 3)}
+
+
+def test_the_rule_reads_the_dataset_only_when_it_may_exclude(small_dataset: Path) -> None:
+    rows = {
+        F.USER_INDEX: np.array([0, 1]),
+        F.ITEM_INDEX: np.array([2, 1]),
+        LABEL_TIME: np.array([T0 + 4_000, T0 + 9_000]),
+    }
+    queries, rule = EvalQueries.with_rule(rows, small_dataset / "missing", "no")
+    assert queries.excluded is None
+    assert rule == {"rule": "no", "rewatches": None, "applied": False}
+    # conftest's small dataset has no rewatches: "auto" excludes u1's v1 and u2's v4 and v2
+    queries, rule = EvalQueries.with_rule(rows, small_dataset, "auto")
+    assert rule == {"rule": "auto", "rewatches": False, "applied": True}
+    assert queries.excluded is not None
+    assert queries.excluded.rows.tolist() == [0, 1, 3]
 
 
 def test_catalog_recall_without_queries_is_nan() -> None:
