@@ -14,6 +14,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -103,11 +104,15 @@ def train(
     build_index: bool = True,
     progress: bool = True,
     index_kind: IndexKind = "auto",
+    runner: str | None = None,
+    beam_args: Sequence[str] = (),
 ) -> TrainResult:
     """Train the two-tower model on a canonical dataset and export ``artifacts/<name>/vN``.
 
     ``index_kind``: the exported index, "auto" (exact below 20,000 videos, else ScaNN, tuned
-    on the held-out queries), "exact" or "scann".
+    on the held-out queries), "exact" or "scann". ``runner``: None builds the examples with
+    the local builder, else with the Apache Beam pipeline on that runner ("local" or a Beam
+    runner name, with ``beam_args`` passed to Beam); both write the same examples.
     """
     config = config or Config()
     split = split or Split("time")
@@ -121,7 +126,7 @@ def train(
         validate_dataset(data).raise_if_invalid()
     work = Path(work_dir) if work_dir else artifacts / name / ".work"
     work.mkdir(parents=True, exist_ok=True)
-    inputs = _prepare_inputs(data, work, split, config, progress and is_chief)
+    inputs = _prepare_inputs(data, work, split, config, progress and is_chief, runner, beam_args)
     total_epochs = epochs or config.train.epochs
     tf.keras.utils.set_random_seed(config.train.seed)
     if config.train.mixed_precision:
@@ -159,10 +164,18 @@ def train(
 
 
 def _prepare_inputs(
-    data: Path, work: Path, split: Split, config: Config, progress: bool
+    data: Path,
+    work: Path,
+    split: Split,
+    config: Config,
+    progress: bool,
+    runner: str | None = None,
+    beam_args: Sequence[str] = (),
 ) -> _Inputs:
     """The run's examples (built or reused), vocabularies, item table and batch shape."""
-    examples_dir, example_set = prepare_examples(data, work, split, config, progress)
+    examples_dir, example_set = prepare_examples(
+        data, work, split, config, progress, runner, beam_args
+    )
     vocabs = Vocabularies.load(examples_dir / VOCAB_FILE)
     _, items_df, content = load_catalog(data)
     items = ItemTable.build(items_df, content, vocabs, config.features)

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from recsys.cli.common import positive_int
+from recsys.cli.examples import add_runner_arguments, check_runner_arguments
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -14,6 +15,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from recsys.dataset.splits import Split
     from recsys_training.job import train
 
+    check_runner_arguments(args)
     config = load_config(args.config, args.set)
     result = train(
         args.data,
@@ -26,6 +28,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         max_eval_queries=args.max_eval_queries,
         build_index=not args.no_index,
         index_kind=args.index_kind,
+        runner=args.runner,
+        beam_args=args.beam_arg,
     )
     if result.version_dir is not None:
         recall = ", ".join(f"@{k} {v:.4f}" for k, v in result.metrics["recall"].items())
@@ -84,4 +88,5 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         help="the exported index; auto: exact below 20000 videos, else ScaNN; a ScaNN index "
         "is tuned on the held-out queries (default auto)",
     )
+    add_runner_arguments(p)
     p.set_defaults(handler=_cmd_train)

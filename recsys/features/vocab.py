@@ -125,10 +125,14 @@ class Vocabularies:
         """Name to number of ids (including reserved ones)."""
         return {name: len(v) for name, v in self.as_mapping().items()}
 
-    def save(self, path: str | Path) -> None:
-        """Write ``vocabularies.json`` (plain JSON: loading it can never run code)."""
+    def to_json(self) -> str:
+        """The text of ``vocabularies.json`` (plain JSON: loading it can never run code)."""
         payload = {name: v.to_dict() for name, v in self.as_mapping().items()}
-        Path(path).write_text(json.dumps(payload, ensure_ascii=False) + "\n")
+        return json.dumps(payload, ensure_ascii=False) + "\n"
+
+    def save(self, path: str | Path) -> None:
+        """Write ``vocabularies.json`` (:meth:`to_json`)."""
+        Path(path).write_text(self.to_json())
 
     @classmethod
     def load(cls, path: str | Path) -> Vocabularies:
