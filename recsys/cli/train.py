@@ -30,6 +30,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         index_kind=args.index_kind,
         runner=args.runner,
         beam_args=args.beam_arg,
+        examples=args.examples,
     )
     if result.version_dir is not None:
         recall = ", ".join(f"@{k} {v:.4f}" for k, v in result.metrics["recall"].items())
@@ -89,4 +90,11 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         "is tuned on the held-out queries (default auto)",
     )
     add_runner_arguments(p)
+    p.add_argument(
+        "--examples",
+        metavar="DIR_OR_URI",
+        help="train on this examples folder (e.g. gs://B/examples written by `recsys examples "
+        "build --runner DataflowRunner`), read where it is; it must come from --data with "
+        "this split and config",
+    )
     p.set_defaults(handler=_cmd_train)

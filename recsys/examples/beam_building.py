@@ -2,11 +2,13 @@
 
 The pipeline (``build_examples_beam``):
 
-1. the event log's row groups are read in parallel, integer-encoded and keyed by user
-   partition (:func:`~recsys.examples.partitions.encode_event_batch`,
-   :func:`~recsys.examples.partitions.split_by_partition`), each event keeping its row in
-   the log so that grouped partitions sort exactly as the local builder's files do;
-2. a ``GroupByKey`` gathers each partition's events;
+1. the event log's row groups are read in parallel, integer-encoded
+   (:func:`~recsys.examples.partitions.encode_event_batch`) and split by user partition
+   (:func:`~recsys.examples.partitions.split_by_partition`) into small Parquet files under
+   ``out/events-tmp``, each event keeping its row in the log so that a partition sorts
+   exactly as the local builder's partition file does;
+2. a ``GroupByKey`` gathers each partition's file names (only names go through the
+   shuffle, so a worker holds one partition's events at a time, as the local builder does);
 3. the vocabularies are a Beam combine of every partition's
    :class:`~recsys.examples.building.VocabCounts`;
 4. each partition's examples are written by
@@ -69,6 +71,9 @@ log = logging.getLogger(__name__)
 # The in-process runner. Beam's DirectRunner would first try PrismRunner, which downloads
 # its binary at run time; this runs the same pipeline without fetching anything.
 LOCAL_RUNNER = "local"
+# Where the pipeline keeps each partition's encoded events until its examples are written
+# (inside the output folder, deleted when the build completes).
+EVENTS_TMP = "events-tmp"
 
 
 def pipeline_for(runner: str, beam_args: Sequence[str] = ()) -> beam.Pipeline:
@@ -151,17 +156,23 @@ def _event_row_groups(data: str) -> list[tuple[int, int]]:
 
 
 class _EncodeEvents(beam.DoFn):
-    """A row group of the event log -> ``(partition, encoded events with their log rows)``."""
+    """A row group of the event log -> ``(partition, file of its encoded events)`` per partition.
 
-    def __init__(self, data: str, partitions: int) -> None:
-        self.data, self.partitions = data, partitions
+    Each partition's share of the row group is written to a Parquet file under
+    ``out/EVENTS_TMP`` (with each event's row in the log), and only the file's name goes
+    through the shuffle: a worker then holds one partition's events at a time, never the
+    whole log, on any runner.
+    """
+
+    def __init__(self, data: str, out: str, partitions: int) -> None:
+        self.data, self.out, self.partitions = data, out, partitions
 
     def setup(self) -> None:
         catalog = _catalog(self.data)
         ids = catalog.user_ids.to_numpy(zero_copy_only=False)
         self._user_partition = P.partition_of(ids, self.partitions)
 
-    def process(self, group: tuple[int, int]) -> Iterator[tuple[int, pa.Table]]:
+    def process(self, group: tuple[int, int]) -> Iterator[tuple[int, str]]:
         index, first_row = group
         catalog = _catalog(self.data)
         with FileSystems.open(_join(self.data, EVENTS.file_name)) as f:
@@ -169,11 +180,20 @@ class _EncodeEvents(beam.DoFn):
         tbl = P.encode_event_batch(batch, catalog.user_ids, catalog.item_ids, self.data)
         rows = np.arange(first_row, first_row + tbl.num_rows, dtype=np.int64)
         tbl = tbl.append_column(P.POSITION, pa.array(rows))
-        yield from P.split_by_partition(tbl, self._user_partition, self.partitions)
+        for partition, part in P.split_by_partition(tbl, self._user_partition, self.partitions):
+            path = _join(_join(self.out, EVENTS_TMP), f"part-{partition:05d}-{index:05d}.parquet")
+            with FileSystems.create(path) as out:
+                pq.write_table(part, out)
+            yield partition, path
 
 
-def _concat(partition: int, tables: Sequence[pa.Table]) -> tuple[int, pa.Table]:
-    return partition, pa.concat_tables(tables)
+def _read_partition(paths: Sequence[str], user_rank: np.ndarray) -> P.Events:
+    """A partition's events from its files (in any order: they carry their log rows)."""
+    tables = []
+    for path in paths:
+        with FileSystems.open(path) as f:
+            tables.append(pq.read_table(f))
+    return P.events_from_table(pa.concat_tables(tables), user_rank)
 
 
 class _CountVocab(beam.DoFn):
@@ -182,9 +202,9 @@ class _CountVocab(beam.DoFn):
     def __init__(self, data: str, split: Split, cutoff: int | None) -> None:
         self.data, self.split, self.cutoff = data, split, cutoff
 
-    def process(self, element: tuple[int, pa.Table]) -> Iterator[VocabCounts]:
+    def process(self, element: tuple[int, Sequence[str]]) -> Iterator[VocabCounts]:
         catalog = _catalog(self.data)
-        ev = P.events_from_table(element[1], catalog.user_rank)
+        ev = _read_partition(element[1], catalog.user_rank)
         yield VocabCounts.of_partition(
             ev, self.split, self.cutoff, len(catalog.users), len(catalog.items)
         )
@@ -238,12 +258,12 @@ class _WriteExamples(beam.DoFn):
         return self._ctx[1]
 
     def process(
-        self, element: tuple[int, pa.Table], vocabs: Vocabularies
+        self, element: tuple[int, Sequence[str]], vocabs: Vocabularies
     ) -> Iterator[PartitionShards]:
-        partition, tbl = element
+        partition, paths = element
         started = time.perf_counter()
         ctx = self._context(vocabs)
-        ev = P.events_from_table(tbl, _catalog(self.data).user_rank)
+        ev = _read_partition(paths, _catalog(self.data).user_rank)
         shards = partition_examples(
             partition, ev, ctx, lambda name: FileSystems.create(_join(self.out, name))
         )
@@ -305,6 +325,7 @@ def build_examples_beam(
             FileSystems.delete([stale])  # a half-rewritten folder must not look complete
     try:
         _run(data, folder, split, config, partitions, example_set, pipeline_for(runner, beam_args))
+        _delete_events_tmp(folder)
         with FileSystems.open(_join(folder, EXAMPLES_META)) as f:
             result = ExampleSet.from_json(f.read().decode(), source=target)
         if local:
@@ -326,6 +347,16 @@ def build_examples_beam(
         time.perf_counter() - started,
     )
     return result
+
+
+def _delete_events_tmp(folder: str) -> None:
+    """Delete the partitions' event files (and, locally, their folder)."""
+    tmp = _join(folder, EVENTS_TMP)
+    files = [m.path for r in FileSystems.match([_join(tmp, "*")]) for m in r.metadata_list]
+    if files:
+        FileSystems.delete(files)
+    if _is_local(folder) and Path(tmp).exists():
+        Path(tmp).rmdir()
 
 
 def _replace_folder(work: Path, final: Path) -> None:
@@ -350,9 +381,8 @@ def _run(
             p
             | "event row groups" >> beam.Create(_event_row_groups(data))
             | "spread" >> beam.Reshuffle()
-            | "encode and key by partition" >> beam.ParDo(_EncodeEvents(data, partitions))
+            | "encode and key by partition" >> beam.ParDo(_EncodeEvents(data, out, partitions))
             | "gather partitions" >> beam.GroupByKey()
-            | "one table per partition" >> beam.MapTuple(_concat)
         )
         vocabs = (
             parts

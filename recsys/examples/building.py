@@ -21,6 +21,7 @@ from typing import BinaryIO
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from recsys.dataset.io import DatasetError, DatasetMeta, embeddings_from_arrow, read_meta
@@ -74,7 +75,7 @@ class ExampleSet:
     @classmethod
     def load(cls, path: str | Path) -> ExampleSet:
         """Read ``examples.json`` of an examples folder."""
-        return cls.from_json((Path(path) / EXAMPLES_META).read_text(), source=path)
+        return cls.from_json(read_example_text(path, EXAMPLES_META), source=path)
 
     @classmethod
     def from_json(cls, text: str, source: object) -> ExampleSet:
@@ -572,6 +573,25 @@ def _write_examples(
     result.add_shards(written, vocabs)
 
 
+def open_example_file(folder: str | Path, name: str) -> pa.NativeFile:
+    """The file ``name`` of an examples folder, for reading.
+
+    ``folder``: a local path, or a URI that pyarrow's filesystems open (``gs://``, ``s3://``,
+    ``hdfs://``), so training reads the shards wherever a Beam pipeline wrote them.
+    """
+    text = str(folder)
+    if "://" not in text:
+        text = str(Path(text).resolve())
+    fs, root = pafs.FileSystem.from_uri(text)
+    return fs.open_input_file(f"{root.rstrip('/')}/{name}")
+
+
+def read_example_text(folder: str | Path, name: str) -> str:
+    """The text of a metadata file of an examples folder (:func:`open_example_file`)."""
+    with open_example_file(folder, name) as f:
+        return bytes(f.read()).decode()
+
+
 def read_examples(
     example_dir: str | Path, kind: str, limit: int | None = None, seed: int = 0
 ) -> dict[str, np.ndarray]:
@@ -579,10 +599,9 @@ def read_examples(
 
     2-D features come back as ``[n, width]`` matrices; rows keep their shard order.
     """
-    example_dir = Path(example_dir)
     meta = ExampleSet.load(example_dir)
     names = meta.train_shards if kind == "train" else meta.eval_shards
-    tables = [pq.read_table(example_dir / n) for n in names]
+    tables = [pq.read_table(open_example_file(example_dir, n)) for n in names]
     if not tables:
         return {}
     tbl = pa.concat_tables(tables)

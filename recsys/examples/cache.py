@@ -89,6 +89,35 @@ def prepare_examples(
     return out, result
 
 
+def check_examples(
+    folder: str | Path, fingerprint: str, split: Split, config: Config
+) -> ExampleSet:
+    """What a given examples folder records, if it was built from this data, split and config.
+
+    ``folder``: a path or URI (:func:`~recsys.examples.building.open_example_file`), e.g.
+    where a Beam pipeline wrote. Raises ValueError naming each mismatch.
+    """
+    try:
+        found = ExampleSet.load(folder)
+    except (OSError, ValueError, TypeError) as exc:
+        raise ValueError(f"{folder}: not a readable examples folder ({exc})") from exc
+    wanted = {
+        "data_fingerprint": fingerprint,
+        "split": split.name,
+        "feature_config": asdict(config.features),
+        "seed": config.train.seed,
+    }
+    if split.cutoff is not None:
+        wanted["cutoff"] = split.cutoff
+    wrong = [key for key, value in wanted.items() if getattr(found, key) != value]
+    if wrong:
+        raise ValueError(
+            f"{folder}: examples built with another {', '.join(wrong)} than this run's "
+            "(rebuild them from this dataset with this config and split)"
+        )
+    return found
+
+
 def find_examples(
     folders: Iterable[Path], fingerprint: str, split: Split, config: Config
 ) -> Path | None:

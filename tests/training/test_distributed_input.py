@@ -141,3 +141,31 @@ def test_two_workers_see_every_beam_built_example_once_per_epoch(
         # Together, every example exactly once in the epoch (digests as a multiset, since
         # two examples may carry identical features).
         assert Counter(shares[0]) + Counter(shares[1]) == expected, path
+
+
+@pytest.mark.slow
+def test_train_reads_a_given_beam_built_examples_folder(tiny_world: Path, tmp_path: Path) -> None:
+    from recsys.config import load_config
+    from recsys_training.job import train
+    from tests.conftest import TINY_TRAIN_OVERRIDES
+
+    config = load_config(None, TINY_TRAIN_OVERRIDES)
+    examples = tmp_path / "examples"
+    built = build_examples_beam(
+        tiny_world, examples, Split("time"), config.features, seed=config.train.seed
+    )
+    result = train(
+        tiny_world,
+        tmp_path / "artifacts",
+        config=config,
+        epochs=1,
+        max_eval_queries=200,
+        build_index=False,
+        progress=False,
+        examples=str(examples),
+    )
+    assert result.examples_dir == str(examples)
+    assert result.metrics["training"]["examples"] == built.counts["train"]
+    assert not list(
+        (tmp_path / "artifacts" / "default" / ".work").glob("examples-*")
+    )  # not rebuilt
