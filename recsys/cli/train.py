@@ -5,17 +5,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from recsys.cli.common import positive_int
+from recsys.cli.common import UsageError, positive_int
 from recsys.cli.examples import add_runner_arguments, check_runner_arguments
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    check_runner_arguments(args)
+    if args.examples and args.runner:
+        raise UsageError("--examples trains on examples already built: drop --runner")
     # numpy, pandas and TensorFlow load with the command that runs, not with `recsys --help`.
     from recsys.config import load_config
     from recsys.dataset.splits import Split
     from recsys_training.job import train
 
-    check_runner_arguments(args)
     config = load_config(args.config, args.set)
     result = train(
         args.data,

@@ -3,6 +3,9 @@
 One example per watch: the label video and the context from strictly earlier events only.
 Users are hashed into partitions so that worlds larger than memory are built one partition
 at a time; vocabularies come from training data only (a first pass over the partitions).
+The per-partition step (:func:`partition_examples`) and the vocabulary counts
+(:class:`VocabCounts`) are shared with the Apache Beam pipeline of
+:mod:`recsys.examples.beam_building`, so both builders write the same shards.
 """
 
 from __future__ import annotations
@@ -74,7 +77,7 @@ class ExampleSet:
 
     @classmethod
     def load(cls, path: str | Path) -> ExampleSet:
-        """Read ``examples.json`` of an examples folder."""
+        """Read ``examples.json`` of an examples folder (a path or URI)."""
         return cls.from_json(read_example_text(path, EXAMPLES_META), source=path)
 
     @classmethod

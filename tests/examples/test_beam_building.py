@@ -117,3 +117,19 @@ def test_cli_refuses_beam_options_without_a_runner(tiny_world: Path, tmp_path: P
     assert proc.returncode == 2
     assert "--beam-arg needs --runner" in proc.stderr
     assert not (tmp_path / "ex").exists()
+
+
+def test_train_refuses_a_runner_for_examples_already_built(tmp_path: Path) -> None:
+    proc = _recsys(
+        "train",
+        "--data",
+        str(tmp_path / "data"),
+        "--artifacts",
+        str(tmp_path / "artifacts"),
+        "--examples",
+        str(tmp_path / "examples"),
+        "--runner",
+        "local",
+    )
+    assert proc.returncode == 2
+    assert "--examples trains on examples already built: drop --runner" in proc.stderr
