@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed
 DEMO_DIR ?= data/generated/demo
 ARTIFACTS ?= artifacts
 DEMO_USERS ?= u000000 u000001 u000002
+LIVE_USER ?= u000000
 # mypy needs the installed import names (recsys_data, ...) as folders: a view of symlinks.
 TYPECHECK := build/typecheck
 
@@ -57,6 +58,7 @@ demo: install
 		--config training/configs/demo.toml
 	$(BIN)/recsys evaluate --artifact $(ARTIFACTS)/demo --data $(DEMO_DIR) \
 		--out $(ARTIFACTS)/demo/evaluation
+	@rm -rf $(ARTIFACTS)/demo/live  # the demo's users start without live events
 	@port_file=$$(mktemp); \
 	$(BIN)/recsys serve --artifacts $(ARTIFACTS) --name demo --port 0 \
 		--port-file $$port_file & server=$$!; \
@@ -66,7 +68,12 @@ demo: install
 	for user in $(DEMO_USERS); do \
 		$(BIN)/recsys recommend --target $$target --user-id $$user --k 5 --wait 120 || exit 1; \
 	done; \
-	$(BIN)/recsys recommend --target $$target --search "guitar lesson" --country US --k 5
+	$(BIN)/recsys recommend --target $$target --search "guitar lesson" --country US --k 5; \
+	echo "live profile: $(LIVE_USER) watches three of those videos and searches; next call:"; \
+	$(BIN)/recsys events record --target $$target --user-id $(LIVE_USER) \
+		--search "guitar lesson" --watch $$($(BIN)/recsys recommend --target $$target \
+		--search "guitar lesson" --country US --k 3 --ids-only) || exit 1; \
+	$(BIN)/recsys recommend --target $$target --user-id $(LIVE_USER) --k 5
 
 clean:
 	rm -rf build $(VENV) .pytest_cache .mypy_cache .ruff_cache

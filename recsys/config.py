@@ -22,6 +22,7 @@ from typing import Any
 from recsys.features.contract import FeatureConfig
 
 OPTIMIZERS = ("adagrad", "adam")
+PROFILES_UNTIL = ("end", "cutoff")
 
 
 def _check_positive(owner: str, **values: float) -> None:
@@ -133,7 +134,10 @@ class TrainConfig:
 
     The loss is the mean over the global batch, so ``learning_rate`` does not depend on the
     batch size or the number of replicas. ``recall_ks`` are the K of the recall@K computed on
-    the validation queries after every epoch.
+    the validation queries after every epoch. ``profiles_until``: the exported user profiles
+    hold every event of the dataset ("end"), or only those before the time split's cut-off
+    ("cutoff": the artifact is a snapshot at the cut-off, and later events reach serving
+    through the live profile store, as in an online evaluation of the window).
     """
 
     batch_size: int = 1024
@@ -146,8 +150,13 @@ class TrainConfig:
     recall_ks: tuple[int, ...] = (10, 50, 100)
     intra_op_threads: int | None = None
     inter_op_threads: int | None = None
+    profiles_until: str = "end"
 
     def __post_init__(self) -> None:
+        if self.profiles_until not in PROFILES_UNTIL:
+            raise ValueError(
+                f"train.profiles_until must be one of {PROFILES_UNTIL}, got {self.profiles_until!r}"
+            )
         _check_positive(
             "train",
             batch_size=self.batch_size,

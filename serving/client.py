@@ -20,6 +20,7 @@ from typing import TypeVar
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from recsys.live.events import Demographics, Event
 from recsys_serving.proto import SERVICE_NAME, pb2, pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,8 @@ class Recommendations:
     unknown_videos: int
     used_profile: bool
     timings: StageTimings
+    profile_store_unavailable: bool = False  # served from the artifact's profile alone
+    live_events: int = 0  # events recorded since the export merged into the context
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,16 @@ class ModelInfo:
     data_fingerprint: str
     metrics_json: str
     artifact_path: str
+    profile_store: str = ""
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """A RecordEvents reply: events stored, and exact duplicates ignored."""
+
+    recorded: int
+    duplicates: int
+    profile_store: str
 
 
 @dataclass(frozen=True)
@@ -139,11 +152,14 @@ def build_request(
     exclude_watched: bool = True,
     exclude_ids: Sequence[str] = (),
     category: str | None = None,
+    use_live_profile: bool = True,
 ) -> pb2.RecommendRequest:
     """A RecommendRequest from Python values (unset fields stay unset)."""
     request = pb2.RecommendRequest(
         user_id=user_id or "", k=k, exclude_watched=exclude_watched, exclude_ids=list(exclude_ids)
     )
+    if not use_live_profile:
+        request.use_live_profile = False
     if context is not None:
         request.context.CopyFrom(context.to_proto())
     if request_time is not None:
@@ -169,7 +185,29 @@ def from_response(reply: pb2.RecommendResponse) -> Recommendations:
         timings=StageTimings(
             t.context_ms, t.query_tower_ms, t.index_ms, t.rescoring_ms, t.total_ms
         ),
+        profile_store_unavailable=reply.profile_store_unavailable,
+        live_events=reply.live_events,
     )
+
+
+def build_record_request(
+    events: Sequence[Event], users: Sequence[Demographics] = ()
+) -> pb2.RecordEventsRequest:
+    """A RecordEventsRequest from the library's event and demographics types."""
+    request = pb2.RecordEventsRequest()
+    for e in events:
+        message = request.events.add(
+            user_id=e.user_id, time=e.time, type=e.type, video_id=e.video_id, query=e.query
+        )
+        if e.watch_fraction is not None:
+            message.watch_fraction = e.watch_fraction
+    for u in users:
+        user = request.users.add(user_id=u.user_id)
+        for name in ("country", "region", "age", "gender"):
+            value = getattr(u, name)
+            if value is not None:
+                setattr(user, name, value)
+    return request
 
 
 @dataclass
@@ -262,11 +300,39 @@ class RecommenderClient:
         exclude_watched: bool = True,
         exclude_ids: Sequence[str] = (),
         category: str | None = None,
+        use_live_profile: bool = True,
     ) -> Recommendations:
-        """The ``k`` videos most likely watched next by the user (profile and/or context)."""
+        """The ``k`` videos most likely watched next by the user (profile and/or context).
+
+        ``use_live_profile=False``: the artifact's frozen profile alone, without the events
+        recorded since the export.
+        """
         return self.recommend_request(
-            build_request(user_id, k, context, request_time, exclude_watched, exclude_ids, category)
+            build_request(
+                user_id,
+                k,
+                context,
+                request_time,
+                exclude_watched,
+                exclude_ids,
+                category,
+                use_live_profile,
+            )
         )
+
+    def record_events(
+        self, events: Sequence[Event], users: Sequence[Demographics] = ()
+    ) -> Recorded:
+        """Record a batch (at most 10,000 events) in the server's profile store.
+
+        Returns once the batch is durable. Retrying is safe: exact duplicates are ignored.
+        """
+        return self.record_request(build_record_request(events, users))
+
+    def record_request(self, request: pb2.RecordEventsRequest) -> Recorded:
+        """Send a prepared RecordEventsRequest."""
+        reply = self._call("RecordEvents", lambda t: self._stub.RecordEvents(request, timeout=t))
+        return Recorded(reply.recorded, reply.duplicates, reply.profile_store)
 
     def similar_items(self, item_id: str, k: int = 10) -> tuple[SimilarItem, ...]:
         """The ``k`` videos nearest to ``item_id``."""
@@ -292,6 +358,7 @@ class RecommenderClient:
             data_fingerprint=m.data_fingerprint,
             metrics_json=m.metrics_json,
             artifact_path=m.artifact_path,
+            profile_store=m.profile_store,
         )
 
     def is_serving(self) -> bool:

@@ -89,6 +89,12 @@ class EchoServicer(pb2_grpc.RecommenderServicer):
         """A canned model description."""
         return pb2.ModelInfo(model_name="echo", model_version="v0000")
 
+    def RecordEvents(  # noqa: N802
+        self, request: pb2.RecordEventsRequest, context: grpc.ServicerContext
+    ) -> pb2.RecordEventsResponse:
+        """Every event "recorded", nothing stored."""
+        return pb2.RecordEventsResponse(recorded=len(request.events), profile_store="echo")
+
 
 def make_echo_server(
     host: str = "127.0.0.1",

@@ -17,6 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -24,7 +25,7 @@ import numpy as np
 
 from recsys_serving.proto import pb2, pb2_grpc
 
-RequestFactory = Callable[[int], pb2.RecommendRequest]
+RequestFactory = Callable[[int], Any]  # the i-th request message of the method under load
 
 _STAGES = ("context_ms", "query_tower_ms", "index_ms", "rescoring_ms", "total_ms")
 
@@ -61,10 +62,11 @@ async def _run(
     target: str,
     concurrency: int,
     duration_s: float,
-    requests: list[pb2.RecommendRequest],
+    requests: list[Any],
     warmup_s: float,
     timeout_s: float,
     num_channels: int,
+    method: str,
 ) -> tuple[list[int], Counter[str], dict[str, float], float]:
     latencies: list[int] = []
     errors: Counter[str] = Counter()
@@ -76,7 +78,7 @@ async def _run(
         for _ in range(num_channels)
     ]
     try:
-        stubs = [pb2_grpc.RecommenderStub(c) for c in channels]
+        calls = [getattr(pb2_grpc.RecommenderStub(c), method) for c in channels]
         for channel in channels:
             await asyncio.wait_for(channel.channel_ready(), timeout=max(timeout_s, 10.0))
         loop_start = time.perf_counter()
@@ -85,7 +87,7 @@ async def _run(
 
         async def worker(offset: int) -> None:
             nonlocal stage_count
-            stub = stubs[offset % len(stubs)]
+            call = calls[offset % len(calls)]
             i = offset
             while True:
                 request = requests[i % len(requests)]
@@ -94,7 +96,7 @@ async def _run(
                 if started >= stop_at:
                     return
                 try:
-                    reply = await stub.Recommend(request, timeout=timeout_s)
+                    reply = await call(request, timeout=timeout_s)
                     code = None
                 except grpc.aio.AioRpcError as exc:
                     code = exc.code().name
@@ -105,6 +107,8 @@ async def _run(
                     errors[code] += 1
                     continue
                 latencies.append(int((ended - started) * 1e9))
+                if method != "Recommend":
+                    continue
                 timings = reply.timings
                 for name in _STAGES:
                     stage_sums[name] += getattr(timings, name)
@@ -127,10 +131,12 @@ def run_loadtest(
     timeout_s: float = 5.0,
     num_requests: int = 1024,
     channels: int = 1,
+    method: str = "Recommend",
 ) -> LoadTestResult:
-    """Keep ``concurrency`` Recommend calls in flight on ``target`` for ``duration_s``.
+    """Keep ``concurrency`` calls of ``method`` in flight on ``target`` for ``duration_s``.
 
     ``request_factory(i)`` builds the i-th of ``num_requests`` distinct requests (cycled);
+    Recommend replies also give the server's stage timings (``server_ms``).
     the first ``warmup_s`` seconds are not measured. Calls that end after the window are
     not counted either, so the QPS is exact for the window.
     """
@@ -138,7 +144,7 @@ def run_loadtest(
         raise ValueError("concurrency, duration and channels must be positive")
     requests = [request_factory(i) for i in range(num_requests)]
     latencies, errors, stages, window = asyncio.run(
-        _run(target, concurrency, duration_s, requests, warmup_s, timeout_s, channels)
+        _run(target, concurrency, duration_s, requests, warmup_s, timeout_s, channels, method)
     )
     ms = np.asarray(latencies, dtype=np.float64) / 1e6
     if ms.size == 0:

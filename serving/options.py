@@ -111,6 +111,14 @@ def add_arguments(parser: argparse.ArgumentParser, default_port: int = 50051) ->
         help="seconds running calls get to finish on SIGTERM / Ctrl-C (default 10)",
     )
     parser.add_argument(
+        "--profile-store",
+        default="embedded",
+        metavar="URL",
+        help="where users' live events (RecordEvents) are kept: 'embedded' (default: SQLite in "
+        "ARTIFACTS/NAME/live/, shared by this host's processes), 'sqlite:PATH', "
+        "'redis://HOST:PORT/DB' (shared by replicas on every host), or 'none'",
+    )
+    parser.add_argument(
         "--port-file",
         type=Path,
         help="write the port to this file once listening (useful with --port 0)",

@@ -21,11 +21,13 @@ see BENCHMARKS.md). A restarted replica keeps its CPU.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -38,6 +40,7 @@ log = logging.getLogger(__name__)
 ChildCommand = Callable[[int, Path], list[str]]  # (port, port file) -> argv
 MAX_RESTARTS = 3  # within RESTART_WINDOW_S; one more death stops the service
 RESTART_WINDOW_S = 60.0
+SUPERVISOR_ENV = "RECSYS_SUPERVISOR_PID"  # tells a replica whose death to follow
 
 
 class ReplicaError(RuntimeError):
@@ -63,6 +66,24 @@ def _write_atomically(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
+def die_with_parent(parent: int) -> None:
+    """In a replica: get SIGTERM when the supervisor ``parent`` dies, even by ``kill -9``.
+
+    Otherwise replicas outlive a killed supervisor and keep the port. Linux's
+    ``PR_SET_PDEATHSIG``; elsewhere (or if the supervisor is already gone) nothing is set.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+    if libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0) != 0:
+        log.warning(
+            "cannot ask for SIGTERM on the supervisor's death (errno %d)", ctypes.get_errno()
+        )
+    if os.getppid() != parent:  # it died before the request: nobody will send the signal
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def replica_cpus(processes: int) -> list[int]:
     """The CPU each of ``processes`` replicas is pinned to: this process's CPUs, round robin."""
     allowed = sorted(os.sched_getaffinity(0))
@@ -74,7 +95,8 @@ class _Replica:
         self.index = index
         self.port_file = port_file
         port_file.unlink(missing_ok=True)
-        self.proc = subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", SUPERVISOR_ENV: str(os.getpid())}
+        self.proc = subprocess.Popen(command, env=env)
         where = ""
         if cpu is not None:
             # The child has only just exec'd the interpreter (Popen returns once exec

@@ -59,8 +59,13 @@ class ReplyEncoder:
         self._heads[row] = head  # two threads may both encode a video: the same bytes
         return head
 
-    def encode(self, result: RecommendResult, server_started: float) -> bytes:
-        """The serialised RecommendResponse for ``result`` (``server_started``: perf_counter)."""
+    def encode(
+        self, result: RecommendResult, server_started: float, store_unavailable: bool = False
+    ) -> bytes:
+        """The serialised RecommendResponse for ``result`` (``server_started``: perf_counter).
+
+        ``store_unavailable``: the profile store could not be read (the reply's flag).
+        """
         heads = self._heads[result.rows].tolist()
         for i, head in enumerate(heads):
             if head is None:
@@ -75,10 +80,13 @@ class ReplyEncoder:
         parts: list[bytes] = [b""] * (2 * len(heads))
         parts[0::2] = heads
         parts[1::2] = [packed[i : i + size] for i in range(0, len(packed), size)]
-        return b"".join(parts) + response_fields(result, server_started).SerializeToString()
+        fields = response_fields(result, server_started, store_unavailable)
+        return b"".join(parts) + fields.SerializeToString()
 
 
-def response_fields(result: RecommendResult, server_started: float) -> pb2.RecommendResponse:
+def response_fields(
+    result: RecommendResult, server_started: float, store_unavailable: bool = False
+) -> pb2.RecommendResponse:
     """A RecommendResponse with everything but the items (timings total up to now)."""
     reply = pb2.RecommendResponse(
         model_name=result.model_name,
@@ -86,6 +94,8 @@ def response_fields(result: RecommendResult, server_started: float) -> pb2.Recom
         num_candidates_scored=result.num_candidates_scored,
         unknown_videos=result.unknown_videos,
         used_profile=result.used_profile,
+        profile_store_unavailable=store_unavailable,
+        live_events=result.live_events,
     )
     t = result.timings
     timings = reply.timings

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import os
 import signal
 import sys
 import threading
@@ -38,9 +39,11 @@ from grpc_reflection.v1alpha import reflection
 from recsys.artifact.versions import ArtifactError, resolve_version
 from recsys.inference.recommender import Recommender
 from recsys.inference.request import ModelLoadError, RecommenderOptions
+from recsys.live.profile_store import Caps, ProfileStore, ProfileStoreError
+from recsys.live.registry import EMBEDDED, default_store_path, open_profile_store
 from recsys_serving.options import DEFAULT_WORKERS, add_arguments
 from recsys_serving.proto import SERVICE_NAME
-from recsys_serving.replicas import serve_replicas
+from recsys_serving.replicas import SUPERVISOR_ENV, die_with_parent, serve_replicas
 from recsys_serving.servicer import ModelSlot, RecommenderServicer, add_to_server
 
 log = logging.getLogger(__name__)
@@ -72,6 +75,9 @@ class ServerConfig:
     processes: int = 1
     pin_cpus: bool = False  # with processes > 1: replica i on CPU i (recsys_serving.replicas)
     reuse_port: bool = False  # set in each replica: share the port the supervisor reserved
+    # users' live events: "embedded" (SQLite in <artifacts>/<name>/live/), "sqlite:PATH",
+    # "redis://host:port/db" or "none" (recsys.live.registry)
+    profile_store: str = EMBEDDED
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -105,6 +111,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         processes=args.processes,
         pin_cpus=args.pin_cpus,
         reuse_port=args.reuse_port,
+        profile_store=args.profile_store,
     )
 
 
@@ -134,6 +141,7 @@ class RecommenderServer:
         self._servicer = servicer
         self.model_dir = Path(config.artifacts) / config.name
         self.slot = ModelSlot()
+        self.store = open_store(config)
         self._health = health.HealthServicer()
         self._server = self._configure_server()
         self._stopped = threading.Event()
@@ -155,7 +163,7 @@ class RecommenderServer:
                 ("grpc.so_reuseport", 1 if config.reuse_port else 0),
             ],
         )
-        add_to_server(self._servicer(self.slot), server)
+        add_to_server(self._servicer(self.slot, self.store), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
@@ -282,6 +290,8 @@ class RecommenderServer:
             )
         if self._watcher is not None:
             self._watcher.join(timeout=max(grace, 1.0))
+        if self.store is not None:
+            self.store.close()
         log.info("stopped")
 
     def wait(self, timeout_s: float | None = None) -> bool:
@@ -296,6 +306,20 @@ def _mtime_ns(path: Path) -> int:
         return -1
 
 
+def open_store(config: ServerConfig) -> ProfileStore | None:
+    """The profile store ``config`` names; ProfileStoreError when the URL or file is wrong."""
+    return open_profile_store(
+        config.profile_store, default_store_path(config.artifacts, config.name), Caps()
+    )
+
+
+def check_profile_store(config: ServerConfig) -> None:
+    """Open and close the store once (creating the embedded one), so its errors come first."""
+    store = open_store(config)
+    if store is not None:
+        store.close()
+
+
 def serve(config: ServerConfig, port_file: Path | None = None) -> None:
     """Run the server until SIGTERM or SIGINT, then stop gracefully (main thread only).
 
@@ -304,6 +328,7 @@ def serve(config: ServerConfig, port_file: Path | None = None) -> None:
     that many replica processes on one port instead (:mod:`recsys_serving.replicas`).
     """
     if config.processes > 1:
+        check_profile_store(config)  # a bad URL: one clear error, not one per replica
         code = serve_replicas(
             lambda port, replica_port_file: replica_command(config, port, replica_port_file),
             config.processes,
@@ -363,6 +388,7 @@ def replica_command(config: ServerConfig, port: int, port_file: Path) -> list[st
         *([f"--reorder-k={options.reorder_k}"] if options.reorder_k else []),
         f"--tf-intra-op-threads={config.tf_intra_op_threads}",
         f"--tf-inter-op-threads={config.tf_inter_op_threads}",
+        f"--profile-store={config.profile_store}",
     ]
 
 
@@ -377,9 +403,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format=f"%(asctime)s %(levelname)s %(name)s{replica}: %(message)s"
     )
+    supervisor = os.environ.get(SUPERVISOR_ENV)
+    if args.reuse_port and supervisor:
+        die_with_parent(int(supervisor))
     try:
         serve(config_from_args(args), port_file=args.port_file)
-    except (OSError, RuntimeError) as exc:
+    except (OSError, RuntimeError, ProfileStoreError) as exc:
         log.error("%s", exc)
         return 1
     return 0

@@ -7,6 +7,11 @@ user or video NOT_FOUND, a request while no model is loaded UNAVAILABLE, and an 
 deadline DEADLINE_EXCEEDED. Anything unexpected is logged and answered with INTERNAL; no
 request can take the service down. The model is read from a :class:`ModelSlot` once per
 request, so a hot swap never mixes two versions inside one reply.
+
+The profile store (:mod:`recsys.live.profile_store`) outlives model versions: it belongs to
+the servicer, not to a model. ``RecordEvents`` writes to it; ``Recommend`` reads a user's
+live profile from it and, when the store cannot be reached, serves the artifact's profile
+and says so in the reply rather than failing.
 """
 
 from __future__ import annotations
@@ -16,33 +21,25 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import grpc
 
-from recsys.dataset.schema import MAX_AGE
-from recsys.features.context import RequestContext
+from recsys.features.limits import check_id
 from recsys.inference.recommender import Recommender
 from recsys.inference.request import MAX_K, RecommendResult, UnknownItemError, UnknownUserError
+from recsys.live.events import check_batch
+from recsys.live.profile_store import ProfileStore, ProfileStoreUnavailableError
+from recsys.live.profiles import LiveProfile
 from recsys_serving.proto import SERVICE_NAME, pb2, pb2_grpc
 from recsys_serving.reply import ReplyEncoder
+from recsys_serving.validation import CheckedRecommend, check_recommend, events_from_request
 
 log = logging.getLogger(__name__)
 
 Message = Any  # a generated request message
 Handler = Callable[[Message, grpc.ServicerContext], object]
-
-# Ids: printable, no whitespace; generous lengths (the synthetic world's are 8 bytes).
-MAX_ID_BYTES = 256
-MAX_HISTORY = 1000
-MAX_SEARCHES = 100
-MAX_SEARCH_BYTES = 1024
-MAX_EXCLUDE_IDS = 1000
-MAX_SHORT_TEXT_BYTES = 64  # country, region, gender
-MAX_TIME = 4_102_444_800  # 2100-01-01: later "Unix seconds" are milliseconds or garbage
-GENDERS = ("f", "m", "x")  # the users table's values (recsys.dataset.schema)
 
 
 class RequestError(Exception):
@@ -52,10 +49,6 @@ class RequestError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
-
-
-def _invalid(message: str) -> RequestError:
-    return RequestError(grpc.StatusCode.INVALID_ARGUMENT, message)
 
 
 class ModelSlot:
@@ -76,138 +69,6 @@ class ModelSlot:
         return old
 
 
-@dataclass(frozen=True)
-class _Checked:
-    """A validated Recommend request in library terms."""
-
-    user_id: str | None
-    context: RequestContext | None
-    k: int
-    exclude_watched: bool
-    exclude_ids: tuple[str, ...]
-    category: str | None
-
-
-def _check_id(value: str, field: str) -> str:
-    if (
-        not value
-        or len(value.encode()) > MAX_ID_BYTES
-        or not value.isprintable()
-        or any(c.isspace() for c in value)
-    ):
-        shown = value if len(value) <= 40 else value[:40] + "..."
-        raise _invalid(
-            f"{field} is malformed ({shown!r}): ids are 1..{MAX_ID_BYTES} bytes of printable "
-            "characters without whitespace"
-        )
-    return value
-
-
-def _check_ids(values: Sequence[str], field: str, limit: int) -> list[str]:
-    if len(values) > limit:
-        raise _invalid(f"{field} has {len(values)} ids; at most {limit} are accepted")
-    return [_check_id(v, f"{field}[{i}]") for i, v in enumerate(values)]
-
-
-def _check_times(times: Sequence[int], count: int, field: str, of: str) -> list[int] | None:
-    if not times:
-        return None
-    if len(times) != count:
-        raise _invalid(
-            f"{field} has {len(times)} entries for {count} {of}: send none or exactly one each"
-        )
-    for i, t in enumerate(times):
-        if not 0 <= t <= MAX_TIME:
-            raise _invalid(f"{field}[{i}] = {t} is not Unix seconds in 0..{MAX_TIME}")
-    return list(times)
-
-
-def _check_text(value: str, field: str, limit: int) -> str:
-    if len(value.encode()) > limit:
-        raise _invalid(f"{field} is {len(value.encode())} bytes; at most {limit} are accepted")
-    if not value.isprintable():
-        raise _invalid(f"{field} has control characters")
-    return value
-
-
-def _optional_text(message: pb2.UserContext, field: str, limit: int) -> str | None:
-    if not message.HasField(field):
-        return None
-    value = getattr(message, field)
-    return _check_text(value, f"context.{field}", limit) or None
-
-
-def _check_context(c: pb2.UserContext, request_time: int | None) -> RequestContext:
-    history = _check_ids(c.watch_history, "context.watch_history", MAX_HISTORY)
-    if len(c.searches) > MAX_SEARCHES:
-        raise _invalid(
-            f"context.searches has {len(c.searches)} queries; at most {MAX_SEARCHES} are accepted"
-        )
-    searches = [
-        _check_text(q, f"context.searches[{i}]", MAX_SEARCH_BYTES) for i, q in enumerate(c.searches)
-    ]
-    age = None
-    if c.HasField("age"):
-        if not 1 <= c.age <= MAX_AGE:
-            raise _invalid(f"context.age must be in 1..{MAX_AGE} years, got {c.age}")
-        age = c.age
-    gender = _optional_text(c, "gender", MAX_SHORT_TEXT_BYTES)
-    if gender is not None and gender not in GENDERS:
-        raise _invalid(
-            f"context.gender must be one of {', '.join(GENDERS)} or unset, got {gender!r}"
-        )
-    return RequestContext(
-        watch_history=history,
-        watch_times=_check_times(
-            c.watch_times, len(history), "context.watch_times", "watch_history ids"
-        ),
-        searches=searches,
-        search_times=_check_times(
-            c.search_times, len(searches), "context.search_times", "searches"
-        ),
-        country=_optional_text(c, "country", MAX_SHORT_TEXT_BYTES),
-        region=_optional_text(c, "region", MAX_SHORT_TEXT_BYTES),
-        age=age,
-        gender=gender,
-        request_time=request_time,
-    )
-
-
-def check_recommend(request: pb2.RecommendRequest) -> _Checked:
-    """Validate a RecommendRequest; RequestError(INVALID_ARGUMENT) names the bad field."""
-    if not 1 <= request.k <= MAX_K:
-        raise _invalid(f"k must be in 1..{MAX_K}, got {request.k}")
-    user_id = _check_id(request.user_id, "user_id") if request.user_id else None
-    request_time = None
-    if request.HasField("request_time"):
-        request_time = request.request_time
-        if not 0 <= request_time <= MAX_TIME:
-            raise _invalid(f"request_time = {request_time} is not Unix seconds in 0..{MAX_TIME}")
-    ctx: RequestContext | None = None
-    if request.HasField("context"):
-        ctx = _check_context(request.context, request_time)
-    elif request_time is not None:
-        ctx = RequestContext(request_time=request_time)
-    empty = ctx is None or not (
-        ctx.watch_history
-        or ctx.searches
-        or any(v is not None for v in (ctx.country, ctx.region, ctx.age, ctx.gender))
-    )
-    if empty and user_id is None:
-        raise _invalid("context is empty and user_id is unset: send a user_id, a context, or both")
-    category = None
-    if request.HasField("category"):
-        category = _check_text(request.category, "category", MAX_ID_BYTES)
-    return _Checked(
-        user_id=user_id,
-        context=ctx,
-        k=request.k,
-        exclude_watched=request.exclude_watched if request.HasField("exclude_watched") else True,
-        exclude_ids=tuple(_check_ids(request.exclude_ids, "exclude_ids", MAX_EXCLUDE_IDS)),
-        category=category,
-    )
-
-
 class RecommenderServicer(pb2_grpc.RecommenderServicer):
     """Typed handlers of ``recsys.v1.Recommender`` over the model in a :class:`ModelSlot`.
 
@@ -217,9 +78,10 @@ class RecommenderServicer(pb2_grpc.RecommenderServicer):
     (bytes, see :mod:`recsys_serving.reply`), which the registration passes through.
     """
 
-    def __init__(self, slot: ModelSlot) -> None:
-        """Serve whatever model ``slot`` holds at each request."""
+    def __init__(self, slot: ModelSlot, store: ProfileStore | None = None) -> None:
+        """Serve whatever model ``slot`` holds at each request, with ``store``'s profiles."""
         self._slot = slot
+        self._store = store
         self._encoder: ReplyEncoder | None = None
 
     def _reply_encoder(self, model: Recommender) -> ReplyEncoder:
@@ -242,6 +104,7 @@ class RecommenderServicer(pb2_grpc.RecommenderServicer):
         started = time.perf_counter()  # the reply's total_ms counts from here
         checked = check_recommend(request)
         model = self._model()  # once: a hot swap never mixes two versions in one reply
+        live, store_unavailable = self._live_profile(checked)
         result = model.recommend(
             checked.context,
             checked.user_id,
@@ -249,22 +112,57 @@ class RecommenderServicer(pb2_grpc.RecommenderServicer):
             exclude_watched=checked.exclude_watched,
             exclude_ids=checked.exclude_ids,
             category=checked.category,
+            live=live,
         )
-        return self._reply(model, result, started)
+        return self._reply(model, result, started, store_unavailable)
+
+    def _live_profile(self, checked: CheckedRecommend) -> tuple[LiveProfile | None, bool]:
+        """The user's live profile (None: none to merge) and whether the store was down."""
+        if self._store is None or checked.user_id is None or not checked.use_live_profile:
+            return None, False
+        try:
+            profile = self._store.get(checked.user_id)
+        except ProfileStoreUnavailableError:
+            return None, True  # served from the artifact's profile; the reply says so
+        return (None if profile.empty else profile), False
 
     def _reply(
-        self, model: Recommender, result: RecommendResult, started: float
+        self,
+        model: Recommender,
+        result: RecommendResult,
+        started: float,
+        store_unavailable: bool = False,
     ) -> bytes | pb2.RecommendResponse:
         """Recommend's reply: serialised from each video's cached bytes (see BENCHMARKS.md)."""
-        return self._reply_encoder(model).encode(result, started)
+        return self._reply_encoder(model).encode(result, started, store_unavailable)
+
+    def RecordEvents(  # noqa: N802
+        self, request: pb2.RecordEventsRequest, context: grpc.ServicerContext
+    ) -> pb2.RecordEventsResponse:
+        """Store a batch of events in the profile store, whole, before answering."""
+        events, users = events_from_request(request)
+        check_batch(events, users, int(time.time()))
+        if self._store is None:
+            raise RequestError(
+                grpc.StatusCode.UNAVAILABLE,
+                "this server runs without a profile store (--profile-store none)",
+            )
+        recorded = self._store.record(events, users)
+        return pb2.RecordEventsResponse(
+            recorded=recorded.recorded,
+            duplicates=recorded.duplicates,
+            profile_store=self._store.url,
+        )
 
     def SimilarItems(  # noqa: N802
         self, request: pb2.SimilarItemsRequest, context: grpc.ServicerContext
     ) -> pb2.SimilarItemsResponse:
         """Videos nearest to a video."""
         if not 1 <= request.k <= MAX_K:
-            raise _invalid(f"k must be in 1..{MAX_K}, got {request.k}")
-        item_id = _check_id(request.item_id, "item_id")
+            raise RequestError(
+                grpc.StatusCode.INVALID_ARGUMENT, f"k must be in 1..{MAX_K}, got {request.k}"
+            )
+        item_id = check_id(request.item_id, "item_id")
         model = self._model()
         items = model.similar_items(item_id, request.k)
         return pb2.SimilarItemsResponse(
@@ -297,6 +195,7 @@ class RecommenderServicer(pb2_grpc.RecommenderServicer):
             data_fingerprint=info.data_fingerprint,
             metrics_json=json.dumps(info.metrics, sort_keys=True, default=_json_default),
             artifact_path=info.artifact_path,
+            profile_store="" if self._store is None else self._store.url,
         )
 
 
@@ -312,6 +211,8 @@ def _status(method: str, exc: Exception) -> tuple[grpc.StatusCode, str]:
         return exc.code, exc.message
     if isinstance(exc, (UnknownUserError, UnknownItemError)):
         return grpc.StatusCode.NOT_FOUND, str(exc.args[0])
+    if isinstance(exc, ProfileStoreUnavailableError):
+        return grpc.StatusCode.UNAVAILABLE, f"profile store unavailable: {exc}; retry"
     if isinstance(exc, ValueError):  # the library's own argument checks
         return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
     log.error("%s failed", method, exc_info=exc)
@@ -374,6 +275,7 @@ def add_to_server(servicer: RecommenderServicer, server: grpc.Server) -> None:
         "Recommend": (servicer.Recommend, pb2.RecommendRequest),
         "SimilarItems": (servicer.SimilarItems, pb2.SimilarItemsRequest),
         "GetModelInfo": (servicer.GetModelInfo, pb2.GetModelInfoRequest),
+        "RecordEvents": (servicer.RecordEvents, pb2.RecordEventsRequest),
     }
     handlers = {
         name: grpc.unary_unary_rpc_method_handler(

@@ -93,7 +93,8 @@ def export_artifact(
         frame = items_df[list(ITEM_COLUMNS)].reset_index(drop=True)
         table = pa.Table.from_pandas(frame, preserve_index=False)
         write_catalog(Catalog(table, embeddings), tmp)
-        write_profiles(build_profiles(data, config.features), tmp / PROFILES_FILE)
+        until = _profiles_until(config, example_set)
+        write_profiles(build_profiles(data, config.features, until), tmp / PROFILES_FILE)
         (tmp / CONFIG_FILE).write_text(settings.to_json())
         if build_index:
             ids = frame["item_id"].astype(str).tolist()
@@ -105,6 +106,17 @@ def export_artifact(
         time.perf_counter() - started,
     )
     return Path(artifacts) / name / manifest.version
+
+
+def _profiles_until(config: Config, example_set: ExampleSet) -> int | None:
+    """The time the exported profiles stop at (``train.profiles_until``; None: no limit)."""
+    if config.train.profiles_until == "end":
+        return None
+    if example_set.cutoff is None:
+        raise ValueError(
+            "train.profiles_until = 'cutoff' needs the time split (the 'last' split has no cut-off)"
+        )
+    return int(example_set.cutoff)
 
 
 def _data_entry(data: Path, example_set: ExampleSet) -> dict[str, Any]:

@@ -128,6 +128,8 @@ def train(
     """
     config = config or Config()
     split = split or Split("time")
+    if config.train.profiles_until == "cutoff" and split.name != "time":
+        raise ValueError("train.profiles_until = 'cutoff' needs the time split")
     data, artifacts = Path(data), Path(artifacts)
     started = time.perf_counter()
     # The strategy comes first: MultiWorkerMirroredStrategy must exist before any TF op runs.

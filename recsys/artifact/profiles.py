@@ -72,12 +72,15 @@ def _latest_per_user(
     return order[kept], offsets
 
 
-def build_profiles(data_dir: str | Path, feature_config: FeatureConfig) -> pa.Table:
+def build_profiles(
+    data_dir: str | Path, feature_config: FeatureConfig, until: int | None = None
+) -> pa.Table:
     """Profiles of every user of the dataset ``data_dir``: one row per user, users' order.
 
     Each row holds the user's demographics, the last ``max_history`` watches (ids and Unix
     times, oldest first) and the last ``max_searches`` non-blank searches (texts and times)
-    of the whole event log. Users without events get empty lists.
+    of the event log, or of its events before ``until`` (Unix s). Users without events get
+    empty lists.
     """
     started = time.perf_counter()
     data_dir = Path(data_dir)
@@ -85,6 +88,8 @@ def build_profiles(data_dir: str | Path, feature_config: FeatureConfig) -> pa.Ta
     events = pq.read_table(
         data_dir / EVENTS.file_name, columns=["user_id", "timestamp", "type", "item_id", "query"]
     )
+    if until is not None:
+        events = events.filter(pc.less(events.column("timestamp"), until))
     user_ids = users.column("user_id").combine_chunks()
     event_users = pc.index_in(events.column("user_id"), value_set=user_ids)
     known_user = pc.is_valid(event_users)
@@ -137,10 +142,11 @@ def build_profiles(data_dir: str | Path, feature_config: FeatureConfig) -> pa.Ta
         schema=PROFILE_SCHEMA,
     )
     log.info(
-        "built %d user profiles (last %d watches, %d searches) from %s in %.1f s",
+        "built %d user profiles (last %d watches, %d searches%s) from %s in %.1f s",
         table.num_rows,
         feature_config.max_history,
         feature_config.max_searches,
+        "" if until is None else f", events before {until}",
         data_dir,
         time.perf_counter() - started,
     )

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from recsys.cli.common import UsageError, ks_list, positive_int
 
 if TYPE_CHECKING:
     from recsys.evaluation.evaluate import OracleScores
+    from recsys.evaluation.online import Served
+    from recsys.live.events import Demographics, Event
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +34,102 @@ def synthetic_oracle(data: Path) -> OracleScores | None:
     return functools.partial(oracle_probabilities, world)
 
 
+class GrpcService:
+    """A running server as :class:`recsys.evaluation.online.OnlineService` (over its client)."""
+
+    def __init__(self, target: str, timeout: float) -> None:
+        # gRPC loads with the online evaluation only.
+        from recsys_serving.client import RecommenderClient
+
+        self.client = RecommenderClient(target, timeout=timeout)
+
+    def recommend(
+        self,
+        user_id: str,
+        k: int,
+        request_time: int,
+        use_live_profile: bool,
+        exclude_watched: bool,
+    ) -> Served | None:
+        """The served top ``k`` (None when the server says NOT_FOUND)."""
+        import grpc
+
+        from recsys.evaluation.online import Served
+        from recsys_serving.client import RecommenderError
+
+        try:
+            reply = self.client.recommend(
+                user_id=user_id,
+                k=k,
+                request_time=request_time,
+                use_live_profile=use_live_profile,
+                exclude_watched=exclude_watched,
+            )
+        except RecommenderError as exc:
+            if exc.code == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise
+        return Served([i.item_id for i in reply.items], reply.profile_store_unavailable)
+
+    def record(self, events: Sequence[Event], users: Sequence[Demographics]) -> None:
+        """RecordEvents (retried on UNAVAILABLE by the client: duplicates are ignored)."""
+        self.client.record_events(events, users)
+
+
+def _online(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The online evaluation's result (``--online``), or None."""
+    if not args.online:
+        return None
+    if not args.target:
+        raise UsageError("--online needs --target HOST:PORT (a running `recsys serve`)")
+    from recsys.evaluation.online import evaluate_online
+    from recsys.logs import Progress
+    from recsys_serving.client import RecommenderError
+
+    service = GrpcService(args.target, args.timeout)
+    if not service.client.wait_until_serving(args.wait):
+        raise UsageError(f"{args.target} is not serving after {args.wait:g} s")
+    try:
+        result = evaluate_online(
+            args.data,
+            service,
+            ks=args.k,
+            max_queries=args.max_queries,
+            seed=0 if args.seed is None else args.seed,
+            progress=Progress("online evaluation", unit="query"),
+        )
+    except RecommenderError as exc:
+        raise UsageError(f"online evaluation against {args.target} failed: {exc}") from exc
+    finally:
+        service.client.close()
+    return result.to_dict()
+
+
+def _print_online(online: dict[str, Any]) -> None:
+    recall = online["recall"]
+    ks = [str(k) for k in online["ks"]]
+    print(f"online (as served), {online['queries']} held-out watches:")
+    for key in ("live", "frozen"):
+        print(f"  {key:<7}" + "  ".join(f"R@{k} {recall[key][k]:.4f}" for k in ks))
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     # The evaluation loads TensorFlow and matplotlib: only when the command runs.
     from recsys.evaluation.ablation import Ablation
     from recsys.evaluation.evaluate import evaluate
-    from recsys.evaluation.report import headline
+    from recsys.evaluation.report import headline, write_online_report
     from recsys.index.base import IndexLoadError
+
+    if args.artifact is None and not args.online:
+        raise UsageError("give --artifact (offline evaluation), --online --target, or both")
+    online = _online(args)
+    if args.artifact is None:
+        assert online is not None
+        path = write_online_report(online, args.out, args.target)
+        (args.out / "online.json").write_text(json.dumps(online, indent=2) + "\n")
+        _print_online(online)
+        print(f"report: {path} (and online.md, online.json in {args.out})")
+        return 0
 
     ablation = None
     if args.ablation:
@@ -57,10 +151,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             work_dir=args.work_dir,
             oracle=synthetic_oracle,
             ablation=ablation,
+            online=online,
         )
     except IndexLoadError as exc:
         raise UsageError(str(exc)) from exc
     print(headline(result))
+    if online is not None:
+        _print_online(online)
     print(f"report: {args.out / 'report.html'} (and report.md, metrics.json in {args.out})")
     return 0
 
@@ -82,9 +179,9 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--artifact",
         type=Path,
-        required=True,
         metavar="PATH",
-        help="artifact version folder (artifacts/<name>/vNNNN) or model folder (uses LATEST)",
+        help="artifact version folder (artifacts/<name>/vNNNN) or model folder (uses LATEST); "
+        "required unless --online",
     )
     p.add_argument(
         "--data", type=Path, required=True, metavar="DIR", help="the dataset it was trained on"
@@ -153,5 +250,26 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="where to build examples and ablation runs when the artifact's own cannot be "
         "reused (default <out>/work)",
+    )
+    online = p.add_argument_group(
+        "online evaluation (as served, against a running `recsys serve`)",
+        "Replay the evaluation window (events at or after the time split's cut-off) in time "
+        "order into the server with RecordEvents; before each held-out watch (--max-queries, "
+        "a seeded sample) ask Recommend for that user at that moment, with the live profile "
+        "and with the artifact's frozen profile, and score both. Note: it writes the window's "
+        "events into the server's profile store. With --artifact too, the offline report "
+        "gets an online section; alone, online.html/.md/.json are written into --out.",
+    )
+    online.add_argument("--online", action="store_true", help="run the online evaluation")
+    online.add_argument("--target", metavar="HOST:PORT", help="the running server")
+    online.add_argument(
+        "--timeout", type=float, default=10.0, metavar="S", help="per-call deadline (default 10)"
+    )
+    online.add_argument(
+        "--wait",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="wait up to S seconds for the server to be SERVING (default 60)",
     )
     p.set_defaults(handler=_cmd_evaluate)

@@ -1,7 +1,7 @@
 """The ``recsys`` command line: a thin layer over typed library functions.
 
-Each command family has its module (``cli_data``, ``cli_examples``, ``cli_train``, ``cli_index``,
-``cli_evaluate``, ``cli_serving``), with its arguments and handlers. Heavy modules
+Each command family has its module (``data``, ``examples``, ``train``, ``index``,
+``evaluate``, ``serving``, ``events``), with its arguments and handlers. Heavy modules
 (TensorFlow, ScaNN) are imported inside the command that needs them, so ``recsys --help``
 and data generation start fast.
 """
@@ -16,6 +16,7 @@ from recsys import __version__
 from recsys.cli.common import UsageError
 from recsys.cli.data import add_data
 from recsys.cli.evaluate import add_evaluate
+from recsys.cli.events import add_events
 from recsys.cli.examples import add_examples
 from recsys.cli.index import add_index
 from recsys.cli.serving import add_serving
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_index(sub)
     add_evaluate(sub)
     add_serving(sub)
+    add_events(sub)
     return parser
 
 

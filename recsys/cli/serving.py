@@ -21,11 +21,14 @@ if TYPE_CHECKING:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     # gRPC and the library: only to serve.
+    from recsys.live.profile_store import ProfileStoreError
     from recsys_serving.server import config_from_args, serve
 
     config = config_from_args(args)
     try:
         serve(config, port_file=args.port_file)
+    except ProfileStoreError as exc:
+        raise UsageError(f"{exc}; check --profile-store") from exc
     except OSError as exc:
         raise UsageError(f"{exc}; choose another --port or --host") from exc
     except RuntimeError as exc:  # replicas that could not start or kept dying (logged)
@@ -59,13 +62,22 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
             )
         except RecommenderError as exc:
             raise UsageError(str(exc)) from exc
+    if args.ids_only:
+        print("\n".join(item.item_id for item in result.items))
+        return 0
+    source = "the request"
+    if result.used_profile:
+        source = "the stored profile" + (
+            f" with {result.live_events} live events" if result.live_events else ""
+        )
     print(
         f"model {result.model_name}/{result.model_version}: {len(result.items)} videos; "
         f"softmax over {result.num_candidates_scored} scored candidates; context from "
-        f"{'the stored profile' if result.used_profile else 'the request'}; "
-        f"{result.unknown_videos} unknown history ids skipped; "
+        f"{source}; {result.unknown_videos} unknown history ids skipped; "
         f"server time {result.timings.total_ms:.1f} ms"
     )
+    if result.profile_store_unavailable:
+        print("note: the profile store was unreachable: served from the artifact's profile")
     print(f"{'rank':>4}  {'video':<12} {'logit':>8} {'prob':>8}  {'category':<14} title")
     for rank, item in enumerate(result.items, start=1):
         title = item.title if len(item.title) <= 48 else item.title[:47] + "..."
@@ -177,7 +189,8 @@ def add_serving(sub: argparse._SubParsersAction) -> None:
         "recommend",
         help="ask a running server for recommendations and print them as a table",
         description="Call Recommend on a running `recsys serve`. With --user-id alone the "
-        "server uses the user's stored profile (latest watches, searches, demographics); "
+        "server uses the user's stored profile (latest watches, searches, demographics, and the "
+        "events recorded since the export); "
         "--history / --search / --country replace those parts of it, or make up a whole "
         "context without --user-id. Probabilities are the softmax over the scored candidates "
         "(see protos/recsys/v1/recommender.proto).",
@@ -197,6 +210,7 @@ def add_serving(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--country", help="country code for a made-up context, e.g. US")
     p.add_argument("--category", help="only videos of this category")
+    p.add_argument("--ids-only", action="store_true", help="print only the video ids, one per line")
     p.add_argument(
         "--include-watched",
         action="store_true",

@@ -25,6 +25,7 @@ MIN_TIMESTAMP = 631_152_000  # 1990-01-01T00:00:00Z
 # Uploads may predate the logs (catalog built up over years), but not the Lumière brothers.
 MIN_UPLOAD_TIME = -2_208_988_800  # 1900-01-01T00:00:00Z
 MAX_AGE = 120
+GENDERS = ("f", "m", "x")  # the users table's gender values (null: unknown)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from recsys.dataset.schema import (
     EVENT_TYPES,
     EVENT_WATCH,
     EVENTS,
+    GENDERS,
     ITEMS,
     MAX_AGE,
     META_FILE,
@@ -39,7 +40,6 @@ from recsys.dataset.schema import (
 log = logging.getLogger(__name__)
 
 MAX_ROWS_SHOWN = 5
-GENDERS = ("f", "m", "x")
 
 
 @dataclass

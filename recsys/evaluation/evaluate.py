@@ -630,6 +630,7 @@ def evaluate(
     work_dir: str | Path | None = None,
     oracle: Oracle | None = None,
     ablation: Ablation | None = None,
+    online: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``artifact`` on ``data``, write the reports into ``out``, return the metrics.
 
@@ -641,7 +642,9 @@ def evaluate(
     same features, its metrics) are compared. Examples are reused from the artifact's
     training work folder when they match, else built in ``work_dir`` (default ``out/work``).
     ``oracle``: the ceiling's true probabilities (left out when None or when it has none for
-    ``data``); ``ablation``: the Figure 6 variants to train and score (left out when None).
+    ``data``); ``ablation``: the Figure 6 variants to train and score (left out when None);
+    ``online``: an online evaluation's result (:mod:`recsys.evaluation.online`) to report
+    beside the offline one.
     """
     started = time.perf_counter()
     ks = _checked_ks(ks, max_queries)
@@ -691,6 +694,7 @@ def evaluate(
         "baseline_settings": r.baselines.settings,
         "warnings": warnings,
         "seconds": timer.seconds,
+        "online": None if online is None else dict(online),
     }
     return write_result(result, out, projection, started)
 

@@ -337,8 +337,52 @@ def build_blocks(result: Mapping[str, Any]) -> list[Block]:
     blocks += _ablation_blocks(result)
     blocks += _example_age_blocks(result)
     blocks += _embedding_blocks(result)
+    blocks += online_blocks(result.get("online"))
     blocks += [Block("h2", "How to read this"), Block("ul", items=HOW_TO_READ)]
     return blocks
+
+
+def online_blocks(online: Mapping[str, Any] | None) -> list[Block]:
+    """The online evaluation (live vs frozen profiles, as served), when there is one."""
+    if not online:
+        return []
+    ks = [str(k) for k in online["ks"]]
+    recall = online["recall"]
+    rows = [
+        [label, *(fmt(recall[key][k]) for k in ks)]
+        for key, label in (("live", "live profiles (store on)"), ("frozen", "frozen (artifact)"))
+    ]
+    return [
+        Block("h2", "Online: the evaluation window replayed into the running service"),
+        Block(
+            "p",
+            f"{online['events_replayed']} events from the cut-off on were recorded in time "
+            f"order through RecordEvents; before each of {online['queries']} held-out watches "
+            "the service was asked for that user at that moment, with the events recorded so "
+            f"far (live) and with the artifact's profile alone (frozen). Rule: {online['rule']}.",
+        ),
+        Block("table", headers=["profiles", *(f"R@{k}" for k in ks)], rows=rows),
+        Block(
+            "note",
+            items=[
+                f"Unknown users (NOT_FOUND, counted as misses): live "
+                f"{online['unknown_users']['live']}, frozen {online['unknown_users']['frozen']}; "
+                f"live answers served without the store: {online['store_unavailable']}; "
+                f"took {online['seconds']} s."
+            ],
+        ),
+    ]
+
+
+def write_online_report(online: Mapping[str, Any], out: str | Path, target: str) -> Path:
+    """``online.md`` and ``online.html`` for an online evaluation run on its own."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    blocks = [Block("h1", f"Online evaluation of {target}"), *online_blocks(online)]
+    (out / "online.md").write_text(render_markdown(blocks) + "\n")
+    html_path = out / "online.html"
+    html_path.write_text(render_html(blocks, {}, f"Online evaluation: {target}"))
+    return html_path
 
 
 _NUMBER = re.compile(r"^[-+]?\d[\d,]*(\.\d+)?%?$|^–$")

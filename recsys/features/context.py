@@ -15,13 +15,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from recsys.features import contract as F
-from recsys.features.contract import FeatureConfig
+from recsys.features.contract import FeatureConfig, is_blank
 from recsys.features.encoder import (
     EventLog,
     encode_demographics,
     encode_query,
     encode_texts,
-    is_blank,
     known_watches,
 )
 from recsys.features.vocab import Vocabularies

@@ -128,3 +128,8 @@ def candidate_feature_shapes(
     if content_dim is not None:
         shapes[CONTENT_EMBEDDING] = ((content_dim,), "float32")
     return shapes
+
+
+def is_blank(text: str | None) -> bool:
+    """A search without text (missing, empty or whitespace only): it is not a search at all."""
+    return not (text and text.strip())

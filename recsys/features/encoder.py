@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recsys.features import contract as F
-from recsys.features.contract import FeatureConfig
+from recsys.features.contract import FeatureConfig, is_blank
 from recsys.features.vocab import Vocabularies
 
 # A token is a run of letters and digits; anything else separates tokens.
@@ -39,11 +39,6 @@ def tokenize(text: str | None) -> list[str]:
     if not text:
         return []
     return [t for t in _TOKEN_SPLIT.split(text.lower()) if t]
-
-
-def is_blank(text: str | None) -> bool:
-    """A search without text (missing, empty or whitespace only): it is not a search at all."""
-    return not (text and text.strip())
 
 
 def known_watches(item_ids: np.ndarray) -> np.ndarray:

@@ -32,9 +32,11 @@ from recsys.features.encoder import (
     encode_demographics,
     encode_query,
     encode_searches,
+    encode_texts,
     known_watches,
 )
 from recsys.features.vocab import Vocabularies
+from recsys.live.profiles import LiveProfile
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,18 @@ class ProfileQuery:
     features: dict[str, np.ndarray]
     unknown_videos: int  # stored watches before the moment that the model does not know
     watched_rows: np.ndarray  # int64: catalog rows of the watches before the moment
+
+
+@dataclass(frozen=True)
+class EncodedLive:
+    """A live profile's events encoded for one request (few events: encoded per call)."""
+
+    watch_time: np.ndarray  # int64 [w], oldest first
+    watch_items: np.ndarray  # vocabulary ids [w] (OOV for videos the model does not know)
+    watch_rows: np.ndarray  # int64 catalog rows [w] (-1: not in the catalog)
+    search_time: np.ndarray  # int64 [s]
+    search_offsets: np.ndarray  # [s + 1] into search_tokens
+    search_tokens: np.ndarray
 
 
 class EncodedProfiles:
@@ -129,6 +143,115 @@ class EncodedProfiles:
             features=features,
             unknown_videos=int(self._oov_before[end] - self._oov_before[a]),
             watched_rows=rows[rows >= 0].astype(np.int64),
+        )
+
+    def encode_live(
+        self, live: LiveProfile, catalog_rows: Callable[[np.ndarray], np.ndarray]
+    ) -> EncodedLive:
+        """``live``'s events as vocabulary ids, catalog rows and token ids."""
+        ids = [v for _, v in live.watches]  # a list: a few dict probes, not a pandas index
+        tokens, offsets = encode_texts([q for _, q in live.searches], self._vocabs)
+        return EncodedLive(
+            watch_time=np.asarray([t for t, _ in live.watches], dtype=np.int64),
+            watch_items=self._vocabs.items.lookup(ids),
+            watch_rows=catalog_rows(np.asarray(ids, dtype=object)),
+            search_time=np.asarray([t for t, _ in live.searches], dtype=np.int64),
+            search_offsets=offsets,
+            search_tokens=tokens,
+        )
+
+    def follows(self, row: int | None, live: EncodedLive) -> bool:
+        """Whether every live event is later than the stored profile's events of its kind.
+
+        The usual case (events recorded after the export): the merge is then an append, with
+        no duplicate possible, which :meth:`query_live` does without strings. Otherwise the
+        caller merges the raw profiles (:func:`recsys.live.profiles.merge_profile`).
+        """
+        if row is None:
+            return True
+        w_last = self._w_time[self._w_off[row] : self._w_off[row + 1]]
+        if len(live.watch_time) and len(w_last) and live.watch_time[0] <= w_last[-1]:
+            return False
+        s_last = self._log.search_time[self._s_off[row] : self._s_off[row + 1]]
+        return not (len(live.search_time) and len(s_last) and live.search_time[0] <= s_last[-1])
+
+    def query_live(
+        self,
+        row: int | None,
+        moment: int,
+        live: EncodedLive,
+        demographics: RequestContext | None,
+    ) -> ProfileQuery:
+        """Profile ``row`` (None: a user the artifact does not know) with ``live`` appended.
+
+        Requires :meth:`follows`. ``demographics``: the fields that replace the stored ones
+        (the live profile's, then the request's); as :meth:`query` otherwise.
+        """
+        base = self._log
+        if row is None:
+            ka = k_end = sa = s_end = a = end = 0
+            unknown = 0
+            base_rows = np.empty(0, dtype=np.int64)
+        else:
+            a, b = int(self._w_off[row]), int(self._w_off[row + 1])
+            end = a + int(np.searchsorted(self._w_time[a:b], moment, side="left"))
+            ka, kb = int(self._k_off[row]), int(self._k_off[row + 1])
+            k_end = ka + int(np.searchsorted(base.watch_time[ka:kb], moment, side="left"))
+            sa, sb = int(self._s_off[row]), int(self._s_off[row + 1])
+            s_end = sa + int(np.searchsorted(base.search_time[sa:sb], moment, side="left"))
+            unknown = int(self._oov_before[end] - self._oov_before[a])
+            rows = self._w_row[a:end]
+            base_rows = rows[rows >= 0].astype(np.int64)
+        w_cut = int(np.searchsorted(live.watch_time, moment, side="left"))
+        s_cut = int(np.searchsorted(live.search_time, moment, side="left"))
+        items, times = live.watch_items[:w_cut], live.watch_time[:w_cut]
+        known = known_watches(items)
+        merged, watches, searches = base, (ka, k_end), (sa, s_end)
+        if known.any() or s_cut:  # else the stored profile alone, as it is
+            # Only the tails the features read: the last max_history watches, max_searches
+            # searches of the stored profile, then the live ones.
+            ka = max(ka, k_end - self._config.max_history)
+            sa = max(sa, s_end - self._config.max_searches)
+            tok_lo, tok_hi = int(base.search_offsets[sa]), int(base.search_offsets[s_end])
+            merged = EventLog(
+                watch_items=np.concatenate([base.watch_items[ka:k_end], items[known]]),
+                watch_time=np.concatenate([base.watch_time[ka:k_end], times[known]]),
+                search_time=np.concatenate([base.search_time[sa:s_end], live.search_time[:s_cut]]),
+                search_offsets=np.concatenate(
+                    [
+                        base.search_offsets[sa : s_end + 1] - tok_lo,
+                        live.search_offsets[1 : s_cut + 1] + (tok_hi - tok_lo),
+                    ]
+                ),
+                search_tokens=np.concatenate(
+                    [
+                        base.search_tokens[tok_lo:tok_hi],
+                        live.search_tokens[: int(live.search_offsets[s_cut])],
+                    ]
+                ),
+            )
+            watches = (0, len(merged.watch_items))
+            searches = (0, len(merged.search_time))
+        if row is None:
+            features_demographics = request_demographics(
+                demographics or RequestContext(), self._vocabs
+            )
+        else:
+            features_demographics = self._demographics_of(row, demographics)
+        features = encode_query(
+            merged,
+            watches,
+            searches,
+            features_demographics,
+            0.0,
+            moment,
+            self._config,
+        )
+        live_rows = live.watch_rows[:w_cut]
+        return ProfileQuery(
+            features=features,
+            unknown_videos=unknown + int((items == F.OOV).sum()),
+            watched_rows=np.concatenate([base_rows, live_rows[live_rows >= 0]]),
         )
 
     def _demographics_of(self, row: int, ctx: RequestContext | None) -> dict[str, np.ndarray]:

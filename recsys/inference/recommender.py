@@ -26,6 +26,7 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -55,6 +56,7 @@ from recsys.inference.request import (
 )
 from recsys.inference.retrieval import Retriever
 from recsys.inference.served_catalog import ServedCatalog
+from recsys.live.profiles import LiveProfile, merge_profile
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +209,7 @@ class Recommender:
         self._probe_index_scores(k)
         if self.profiles is not None and len(self.profiles):
             self._probe_profile_path(self.profiles.user_id_at(0), now, k)
+            self._probe_live_path(self.profiles.user_id_at(0), now, k)
         for ctx in contexts:
             try:
                 result = self._recommend(ctx, False, k, False, (), None)
@@ -255,6 +258,26 @@ class Recommender:
                 f"from its context (rows {fast.rows[:5]} vs {slow.rows[:5]})"
             )
 
+    def _probe_live_path(self, user_id: str, now: int, k: int) -> None:
+        """Live events appended to the encoded profile must give what the merged context gives."""
+        first = str(self._catalog.ids[0])
+        live = LiveProfile(watches=((now - 1, first),), searches=((now - 1, "probe search"),))
+        fast = self.recommend(RequestContext(request_time=now), user_id, k, live=live)
+        profile = self.profiles.context(user_id) if self.profiles else None
+        merged = merge_profile(profile, live)
+        merged.request_time = now
+        slow = self._recommend(merged, True, k, True, (), None)
+        if (
+            not np.array_equal(fast.rows, slow.rows)
+            or not np.allclose(fast.logits, slow.logits, rtol=1e-5, atol=1e-6)
+            or fast.unknown_videos != slow.unknown_videos
+        ):
+            raise ModelLoadError(
+                f"{self.path}: live events appended to the encoded profile of {user_id!r} "
+                f"recommend differently from the merged context (rows {fast.rows[:5]} vs "
+                f"{slow.rows[:5]})"
+            )
+
     # ------------------------------------------------------------------ requests
 
     def recommend(
@@ -265,17 +288,23 @@ class Recommender:
         exclude_watched: bool = True,
         exclude_ids: Sequence[str] = (),
         category: str | None = None,
+        live: LiveProfile | None = None,
     ) -> RecommendResult:
         """The ``k`` videos most likely watched next (see the ``.proto`` for the semantics).
 
-        ``user_id`` alone: the context is the user's stored profile; with ``ctx`` too, the
-        fields ``ctx`` sets win. Raises ValueError (naming the field) for ``k`` outside
-        ``1..max_k`` or no context at all, UnknownUserError for an unknown ``user_id``
-        without context.
+        ``user_id`` alone: the context is the user's stored profile, with the events of
+        ``live`` (the profile store's, recorded since the export) merged in; with ``ctx`` too,
+        the fields ``ctx`` sets win. Raises ValueError (naming the field) for ``k`` outside
+        ``1..max_k`` or no context at all, UnknownUserError for a ``user_id`` nothing is
+        known of, without context.
         """
         started = time.perf_counter()
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self.options.max_k:
             raise ValueError(f"k must be an integer in 1..{self.options.max_k}, got {k!r}")
+        if user_id and live is not None and not live.empty:
+            return self._recommend_live(
+                ctx, user_id, live, k, exclude_watched, exclude_ids, category, started
+            )
         explicit = has_context(ctx)
         profile = None
         encoded = self._encoded_profiles
@@ -319,6 +348,54 @@ class Recommender:
         return self._recommend(
             merged, profile is not None, k, exclude_watched, exclude_ids, category, started
         )
+
+    def _recommend_live(
+        self,
+        ctx: RequestContext | None,
+        user_id: str,
+        live: LiveProfile,
+        k: int,
+        exclude_watched: bool,
+        exclude_ids: Sequence[str],
+        category: str | None,
+        started: float,
+    ) -> RecommendResult:
+        """A user_id request with live events: the stored profile, merged, then ``ctx``'s fields.
+
+        When the live events all follow the stored ones (recorded after the export, the usual
+        case) and ``ctx`` sends no history, they are appended to the profile encoded at load
+        (only the live events are encoded per call); otherwise the raw profiles are merged
+        and encoded as a request's context. The load probe checks that both agree.
+        """
+        encoded = self._encoded_profiles
+        if encoded is not None and (ctx is None or not (ctx.watch_history or ctx.searches)):
+            events = encoded.encode_live(live, self._catalog.rows_or_missing)
+            row = encoded.profiles.row_of(user_id)
+            if encoded.follows(row, events):
+                moment = (
+                    int(time.time())
+                    if ctx is None or ctx.request_time is None
+                    else int(ctx.request_time)
+                )
+                query = encoded.query_live(row, moment, events, _demographics(ctx, live))
+                excluded = query.watched_rows if exclude_watched else self._no_rows
+                if exclude_ids:
+                    excluded = np.concatenate([excluded, self._catalog.rows(exclude_ids)])
+                result = self._score(
+                    query.features,
+                    np.unique(excluded),
+                    query.unknown_videos,
+                    True,
+                    k,
+                    category,
+                    started,
+                    time.perf_counter(),
+                )
+                return dataclasses.replace(result, live_events=live.num_events)
+        base = self.profiles.context(user_id) if self.profiles is not None else None
+        merged = merge_context(merge_profile(base, live), ctx)
+        result = self._recommend(merged, True, k, exclude_watched, exclude_ids, category, started)
+        return dataclasses.replace(result, live_events=live.num_events)
 
     def query_embeddings(
         self, user_ids: Sequence[str], request_time: int | None = None
@@ -451,3 +528,16 @@ class Recommender:
             metrics=dict(self.manifest.metrics),
             artifact_path=str(self.path),
         )
+
+
+def _demographics(ctx: RequestContext | None, live: LiveProfile) -> RequestContext:
+    """The demographic fields replacing the stored profile's: the request's, else the live ones."""
+    stored = live.demographics
+
+    def pick(name: str) -> Any:
+        value = None if ctx is None else getattr(ctx, name)
+        return getattr(stored, name) if value is None and stored is not None else value
+
+    return RequestContext(
+        country=pick("country"), region=pick("region"), age=pick("age"), gender=pick("gender")
+    )

@@ -115,6 +115,7 @@ class RecommendResult:
     unknown_videos: int
     used_profile: bool
     timings: StageTimings
+    live_events: int = 0  # events of the user's live profile merged into the context
 
     @cached_property
     def items(self) -> tuple[RecommendedItem, ...]:

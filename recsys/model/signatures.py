@@ -21,8 +21,8 @@ import tensorflow as tf
 
 from recsys.features import contract as F
 from recsys.features.context import RequestContext, encode_request
-from recsys.features.contract import FeatureConfig
-from recsys.features.encoder import TF_TOKEN_SPLIT, TF_WHITESPACE, is_blank, known_watches
+from recsys.features.contract import FeatureConfig, is_blank
+from recsys.features.encoder import TF_TOKEN_SPLIT, TF_WHITESPACE, known_watches
 from recsys.features.vocab import RESERVED, Vocabularies, Vocabulary
 
 QUERY_SIGNATURE = "serving_default"
@@ -57,7 +57,7 @@ def _dense(ragged: Any, width: int) -> Any:
 
 
 def _nonblank(texts: Any) -> Any:
-    """Mask of the texts that are searches: as :func:`recsys.features.encoder.is_blank`."""
+    """Mask of the texts that are searches: as :func:`recsys.features.contract.is_blank`."""
     return tf.strings.regex_replace(texts, TF_WHITESPACE + "+", "") != ""
 
 

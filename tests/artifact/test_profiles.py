@@ -76,6 +76,12 @@ def test_profiles_keep_the_latest_events_oldest_first(tmp_path: Path) -> None:
     }
     assert table.column("user_id").to_pylist() == ["u1", "u2", "u3"]  # the users table's order
 
+    # As of T0 + 30 (a model's cut-off): only the events strictly before it.
+    until = {r["user_id"]: r for r in build_profiles(data, CONFIG, until=T0 + 30).to_pylist()}
+    assert until["u1"]["watch_ids"] == ["v1"]
+    assert until["u1"]["searches"] == ["red guitar"]
+    assert until["u2"]["watch_ids"] == ["v2"]
+
 
 def test_profiles_round_trip_to_a_request_context(tmp_path: Path) -> None:
     data = write_small(tmp_path / "d")

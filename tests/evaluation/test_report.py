@@ -90,9 +90,22 @@ def test_without_oracle_and_ablation_the_report_leaves_them_out(
     trained_artifact: Path, tiny_world: Path, tmp_path: Path
 ) -> None:
     from recsys.evaluation.evaluate import evaluate
+    from recsys.evaluation.online import OnlineResult
     from recsys.evaluation.report import headline
 
     out = tmp_path / "report"
+    online = OnlineResult(
+        ks=(10, 100),
+        queries=40,
+        live_recall={10: 0.125, 100: 0.5},
+        frozen_recall={10: 0.025, 100: 0.25},
+        unknown_live=0,
+        unknown_frozen=3,
+        store_unavailable=0,
+        events_replayed=321,
+        cutoff=1_767_225_600,
+        seconds=1.5,
+    )
     result = evaluate(
         trained_artifact,
         tiny_world,
@@ -101,6 +114,7 @@ def test_without_oracle_and_ablation_the_report_leaves_them_out(
         max_queries=300,
         tfrs_epochs=1,
         progress=False,
+        online=online.to_dict(),  # an online evaluation's result is reported beside it
     )
     assert "oracle" not in result["methods"]
     assert result["ablation"] is None
@@ -115,6 +129,9 @@ def test_without_oracle_and_ablation_the_report_leaves_them_out(
     assert page.count('src="data:image/png;base64,') == 4  # every plot but the ablation chart
     assert "Oracle" not in headline(result)
     assert result["queries"]["evaluated"] == 300
+    assert "## Online: the evaluation window replayed into the running service" in md
+    assert "| live profiles (store on) | 0.1250 | 0.5000 |" in md
+    assert "<td>frozen (artifact)</td>" in page
 
 
 def test_every_method_and_metrics_json_number_is_in_the_report(

@@ -332,3 +332,83 @@ def test_membership_in_a_sorted_pool_equals_isin() -> None:
         pool = np.unique(rng.integers(0, 1000, size))
         values = rng.integers(-5, 1005, 400)
         np.testing.assert_array_equal(in_sorted(values, pool), np.isin(values, pool))
+
+
+@pytest.mark.parametrize("moment_offset", [0, 30, 86_400 * 400])
+def test_live_events_on_the_encoded_profile_equal_the_merged_context(
+    trained_artifact: Path, moment_offset: int
+) -> None:
+    """The fast path (live events appended to the profile encoded at load) against the merge
+    of the raw profiles encoded as a request's context, for known and unknown users."""
+    from recsys.live.events import Demographics
+    from recsys.live.profiles import LiveProfile, merge_profile
+
+    model = Recommender.load(trained_artifact)
+    assert model.profiles is not None
+    ids = [str(v) for v in model.catalog.ids[:6]]
+    start = 1_790_000_000  # after every stored event
+    lives = [
+        LiveProfile(watches=((start, ids[0]), (start + 10, ids[1]))),
+        LiveProfile(
+            watches=((start, ids[2]), (start + 5, "never-seen-video")),
+            searches=((start + 1, "music live"), (start + 20, "zzz unknownword")),
+            demographics=Demographics("x", country="DE", age=44),
+        ),
+        LiveProfile(searches=((start + 3, "guitar lesson"),)),
+    ]
+    moment = start + moment_offset
+    users = [model.profiles.user_id_at(i) for i in (0, 7, 19)] + ["not-in-the-artifact"]
+    encoded = model._encoded_profiles
+    assert encoded is not None
+    for user in users:
+        for live in lives:
+            row = model.profiles.row_of(user)
+            assert encoded.follows(row, encoded.encode_live(live, model.catalog.rows_or_missing))
+            fast = model.recommend(RequestContext(request_time=moment), user, 30, live=live)
+            merged = merge_profile(model.profiles.context(user), live)
+            merged.request_time = moment
+            slow = model.recommend(merged, None, 30)
+            assert fast.live_events == live.num_events
+            assert np.array_equal(fast.rows, slow.rows), (user, live)
+            np.testing.assert_allclose(fast.logits, slow.logits, rtol=1e-5, atol=1e-6)
+            assert fast.unknown_videos == slow.unknown_videos
+
+
+def test_live_events_older_than_the_stored_profile_are_merged_without_duplicates(
+    trained_artifact: Path,
+) -> None:
+    from recsys.live.profiles import LiveProfile
+
+    model = Recommender.load(trained_artifact)
+    assert model.profiles is not None
+    user = model.profiles.user_id_at(3)
+    stored = model.profiles.context(user)
+    assert stored is not None
+    assert stored.watch_times
+    last = (int(stored.watch_times[-1]), str(stored.watch_history[-1]))
+    extra = (last[0] + 1, str(model.catalog.ids[5]))
+    moment = last[0] + 100
+    # The stored profile's last watch sent again (a replay), and one new watch after it.
+    live = LiveProfile(watches=(last, extra))
+    encoded = model._encoded_profiles
+    assert encoded is not None
+    row = model.profiles.row_of(user)
+    assert not encoded.follows(row, encoded.encode_live(live, model.catalog.rows_or_missing))
+    got = model.recommend(RequestContext(request_time=moment), user, 20, live=live)
+    expected = model.recommend(
+        RequestContext(
+            watch_history=[*stored.watch_history, extra[1]],
+            watch_times=[*stored.watch_times, extra[0]],
+            searches=stored.searches,
+            search_times=stored.search_times,
+            country=stored.country,
+            region=stored.region,
+            age=stored.age,
+            gender=stored.gender,
+            request_time=moment,
+        ),
+        None,
+        20,
+    )
+    assert np.array_equal(got.rows, expected.rows)
+    assert got.unknown_videos == expected.unknown_videos

@@ -11,11 +11,13 @@ from concurrent import futures
 import grpc
 import pytest
 
+from recsys.live.events import Demographics, Event
 from recsys_serving.client import (
     Context,
     RecommenderClient,
     RecommenderError,
     RetryPolicy,
+    build_record_request,
     build_request,
     from_response,
 )
@@ -160,6 +162,22 @@ def test_loadtest_reports_throughput_latency_and_errors(echo: str) -> None:
     assert result.qps == pytest.approx(result.ok / 0.5)
     assert 0 < result.p50_ms <= result.p95_ms <= result.p99_ms <= result.max_ms
     assert "calls/s at concurrency 4" in result.summary()
+
+
+def test_loadtest_drives_record_events_too(echo: str) -> None:
+    batch = [Event("u1", 1_700_000_000 + i, "watch", video_id="v1") for i in range(100)]
+    request = build_record_request(batch, [Demographics("u1", age=20)])
+    assert len(request.events) == 100
+    assert request.users[0].age == 20
+    assert not request.users[0].HasField("country")
+    result = run_loadtest(
+        echo, 2, 0.3, lambda i: request, warmup_s=0.1, num_requests=4, method="RecordEvents"
+    )
+    assert result.ok > 0
+    assert result.errors == {}
+    assert result.server_ms == {}  # only Recommend replies carry stage timings
+    with RecommenderClient(echo, retries=0) as client:
+        assert client.record_events(batch).recorded == 100
 
 
 def test_loadtest_counts_errors_by_code() -> None:
