@@ -20,8 +20,22 @@ log = logging.getLogger("recsys")
 ProgressFn = Callable[[int, int], None]
 
 
+class _ThirdPartyNoise(logging.Filter):
+    """Drops third-party records that say nothing to a user of this project.
+
+    Apache Beam's import logs a warning on the root logger that Google Cloud's BigQuery
+    client (apitools) is missing; nothing here uses BigQuery.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name == "root" and str(record.msg).startswith("apitools not found"))
+
+
 def setup_logging(verbosity: int = 0) -> None:
-    """Log to stderr: INFO by default, DEBUG with ``-v``, WARNING with ``-q``."""
+    """Log to stderr: INFO by default, DEBUG with ``-v``, WARNING with ``-q``.
+
+    Apache Beam's own INFO lines (type hints, runner internals) show only with ``-v``.
+    """
     level = logging.INFO if verbosity == 0 else logging.DEBUG if verbosity > 0 else logging.WARNING
     logging.basicConfig(
         level=level,
@@ -30,6 +44,9 @@ def setup_logging(verbosity: int = 0) -> None:
         stream=sys.stderr,
         force=True,
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_ThirdPartyNoise())
+    logging.getLogger("apache_beam").setLevel(level if verbosity > 0 else logging.WARNING)
 
 
 @contextmanager

@@ -14,6 +14,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,10 +24,17 @@ import pandas as pd
 import tensorflow as tf
 
 from recsys.config import Config
+from recsys.dataset.io import read_meta
 from recsys.dataset.splits import Split
 from recsys.dataset.validation import validate_dataset
-from recsys.examples.building import VOCAB_FILE, ExampleSet, load_catalog, read_examples
-from recsys.examples.cache import prepare_examples, short_digest
+from recsys.examples.building import (
+    VOCAB_FILE,
+    ExampleSet,
+    load_catalog,
+    read_example_text,
+    read_examples,
+)
+from recsys.examples.cache import check_examples, prepare_examples, short_digest
 from recsys.examples.pipeline import example_batches, make_dataset
 from recsys.features.tables import ItemTable
 from recsys.features.vocab import Vocabularies
@@ -55,14 +63,14 @@ class TrainResult:
 
     version_dir: Path | None  # None on non-chief workers, which do not export
     metrics: dict[str, Any] = field(default_factory=dict)
-    examples_dir: Path | None = None
+    examples_dir: str | Path | None = None
 
 
 @dataclass
 class _Inputs:
     """The examples of one run and the catalog tables built from their vocabularies."""
 
-    examples_dir: Path
+    examples_dir: str | Path  # a path, or a URI where a Beam pipeline wrote them
     example_set: ExampleSet
     vocabs: Vocabularies
     items_df: pd.DataFrame
@@ -103,11 +111,20 @@ def train(
     build_index: bool = True,
     progress: bool = True,
     index_kind: IndexKind = "auto",
+    runner: str | None = None,
+    beam_args: Sequence[str] = (),
+    examples: str | Path | None = None,
 ) -> TrainResult:
     """Train the two-tower model on a canonical dataset and export ``artifacts/<name>/vN``.
 
     ``index_kind``: the exported index, "auto" (exact below 20,000 videos, else ScaNN, tuned
-    on the held-out queries), "exact" or "scann".
+    on the held-out queries), "exact" or "scann". ``runner``: None builds the examples with
+    the local builder, else with the Apache Beam pipeline on that runner ("local" or a Beam
+    runner name, with ``beam_args`` passed to Beam); both write the same examples.
+    ``examples``: train on this examples folder instead (a path or a URI such as
+    ``gs://bucket/examples``, e.g. from ``recsys examples build --runner DataflowRunner``),
+    checked to come from ``data`` with this split and config; read where it is, streamed
+    when large.
     """
     config = config or Config()
     split = split or Split("time")
@@ -123,7 +140,9 @@ def train(
         validate_dataset(data).raise_if_invalid()
     work = Path(work_dir) if work_dir else artifacts / name / ".work"
     work.mkdir(parents=True, exist_ok=True)
-    inputs = _prepare_inputs(data, work, split, config, progress and is_chief)
+    inputs = _prepare_inputs(
+        data, work, split, config, progress and is_chief, runner, beam_args, examples
+    )
     total_epochs = epochs or config.train.epochs
     tf.keras.utils.set_random_seed(config.train.seed)
     if config.train.mixed_precision:
@@ -164,11 +183,27 @@ def train(
 
 
 def _prepare_inputs(
-    data: Path, work: Path, split: Split, config: Config, progress: bool
+    data: Path,
+    work: Path,
+    split: Split,
+    config: Config,
+    progress: bool,
+    runner: str | None = None,
+    beam_args: Sequence[str] = (),
+    examples: str | Path | None = None,
 ) -> _Inputs:
-    """The run's examples (built or reused), vocabularies, item table and batch shape."""
-    examples_dir, example_set = prepare_examples(data, work, split, config, progress)
-    vocabs = Vocabularies.load(examples_dir / VOCAB_FILE)
+    """The run's examples (given, built or reused), vocabularies, item table and batch shape."""
+    examples_dir: str | Path
+    if examples is not None:
+        examples_dir = examples
+        example_set = check_examples(examples, read_meta(data).fingerprint, split, config)
+        log.info("training on the examples in %s", examples)
+    else:
+        examples_dir, example_set = prepare_examples(
+            data, work, split, config, progress, runner, beam_args
+        )
+    vocab_source = f"{examples_dir}/{VOCAB_FILE}"
+    vocabs = Vocabularies.from_json(read_example_text(examples_dir, VOCAB_FILE), vocab_source)
     _, items_df, content = load_catalog(data)
     items = ItemTable.build(items_df, content, vocabs, config.features)
     content_dim = items.content_dim if config.model.use_content_embedding else None
@@ -250,7 +285,11 @@ def _fit(
 ) -> _Fitted:
     """Fit with epoch checkpoints (resuming a killed run), validation recall and TensorBoard."""
     run_key = short_digest(
-        {"examples": inputs.examples_dir.name, "config": config.to_dict(), "epochs": epochs}
+        {
+            "examples": str(inputs.examples_dir).rstrip("/").rsplit("/", 1)[-1],
+            "config": config.to_dict(),
+            "epochs": epochs,
+        }
     )
     backup = work / f"checkpoints-{run_key}"
     tracker = EpochTracker(epochs)

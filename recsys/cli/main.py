@@ -1,7 +1,7 @@
 """The ``recsys`` command line: a thin layer over typed library functions.
 
-Each command family has its module (``data``, ``train``, ``index``, ``evaluate``,
-``serving``, ``events``), with its arguments and handlers. Heavy modules
+Each command family has its module (``data``, ``examples``, ``train``, ``index``,
+``evaluate``, ``serving``, ``events``), with its arguments and handlers. Heavy modules
 (TensorFlow, ScaNN) are imported inside the command that needs them, so ``recsys --help``
 and data generation start fast.
 """
@@ -17,6 +17,7 @@ from recsys.cli.common import UsageError
 from recsys.cli.data import add_data
 from recsys.cli.evaluate import add_evaluate
 from recsys.cli.events import add_events
+from recsys.cli.examples import add_examples
 from recsys.cli.index import add_index
 from recsys.cli.serving import add_serving
 from recsys.cli.train import add_train
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_data(sub)
+    add_examples(sub)
     add_train(sub)
     add_index(sub)
     add_evaluate(sub)

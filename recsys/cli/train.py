@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from recsys.cli.common import positive_int
+from recsys.cli.common import UsageError, positive_int
+from recsys.cli.examples import add_runner_arguments, check_runner_arguments
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    check_runner_arguments(args)
+    if args.examples and args.runner:
+        raise UsageError("--examples trains on examples already built: drop --runner")
     # numpy, pandas and TensorFlow load with the command that runs, not with `recsys --help`.
     from recsys.config import load_config
     from recsys.dataset.splits import Split
@@ -26,6 +30,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         max_eval_queries=args.max_eval_queries,
         build_index=not args.no_index,
         index_kind=args.index_kind,
+        runner=args.runner,
+        beam_args=args.beam_arg,
+        examples=args.examples,
     )
     if result.version_dir is not None:
         recall = ", ".join(f"@{k} {v:.4f}" for k, v in result.metrics["recall"].items())
@@ -83,5 +90,13 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         default="auto",
         help="the exported index; auto: exact below 20000 videos, else ScaNN; a ScaNN index "
         "is tuned on the held-out queries (default auto)",
+    )
+    add_runner_arguments(p)
+    p.add_argument(
+        "--examples",
+        metavar="DIR_OR_URI",
+        help="train on this examples folder (e.g. gs://B/examples written by `recsys examples "
+        "build --runner DataflowRunner`), read where it is; it must come from --data with "
+        "this split and config",
     )
     p.set_defaults(handler=_cmd_train)

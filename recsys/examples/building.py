@@ -3,6 +3,9 @@
 One example per watch: the label video and the context from strictly earlier events only.
 Users are hashed into partitions so that worlds larger than memory are built one partition
 at a time; vocabularies come from training data only (a first pass over the partitions).
+The per-partition step (:func:`partition_examples`) and the vocabulary counts
+(:class:`VocabCounts`) are shared with the Apache Beam pipeline of
+:mod:`recsys.examples.beam_building`, so both builders write the same shards.
 """
 
 from __future__ import annotations
@@ -13,15 +16,18 @@ import shutil
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from recsys.dataset.io import DatasetError, embeddings_from_arrow, read_meta
+from recsys.dataset.io import DatasetError, DatasetMeta, embeddings_from_arrow, read_meta
 from recsys.dataset.schema import EVENT_SEARCH, EVENT_WATCH, ITEMS, USERS
 from recsys.dataset.splits import Split
 from recsys.examples import partitions as P
@@ -45,6 +51,8 @@ EXAMPLES_META = "examples.json"
 VOCAB_FILE = "vocabularies.json"
 EXAMPLES_FORMAT = 1
 ROWS_PER_SHARD = 262_144
+# Events per user partition by default: bounds the memory of one partition's step.
+EVENTS_PER_PARTITION = 4_000_000
 # Examples encoded at a time (bounds the memory of context windows).
 EXAMPLE_CHUNK = 65_536
 EVENT_COLUMNS = P.EVENT_COLUMNS
@@ -69,43 +77,92 @@ class ExampleSet:
 
     @classmethod
     def load(cls, path: str | Path) -> ExampleSet:
-        """Read ``examples.json`` of an examples folder."""
-        raw = json.loads((Path(path) / EXAMPLES_META).read_text())
+        """Read ``examples.json`` of an examples folder (a path or URI)."""
+        return cls.from_json(read_example_text(path, EXAMPLES_META), source=path)
+
+    @classmethod
+    def from_json(cls, text: str, source: object) -> ExampleSet:
+        """Parse the text of ``examples.json`` (``source`` names the folder in errors)."""
+        raw = json.loads(text)
         if raw.get("format") != EXAMPLES_FORMAT:
             raise DatasetError(
-                f"{path}: examples format {raw.get('format')!r}, expected {EXAMPLES_FORMAT}"
+                f"{source}: examples format {raw.get('format')!r}, expected {EXAMPLES_FORMAT}"
             )
         return cls(**raw)
 
+    def to_json(self) -> str:
+        """The text of ``examples.json``."""
+        return json.dumps(asdict(self), indent=2) + "\n"
 
-def build_vocabularies(
-    parts: list[Path],
-    users: pd.DataFrame,
-    items: pd.DataFrame,
-    split: Split,
-    cutoff: int | None,
-    user_rank: np.ndarray,
-) -> Vocabularies:
-    """Vocabularies from the training part of the event log only (no evaluation-only ids)."""
-    item_counts = np.zeros(len(items), dtype=np.int64)
-    token_counts: Counter[str] = Counter()
-    active = np.zeros(len(users), dtype=bool)
-    for path in parts:
-        ev = P.load_events(path, user_rank)
+    def add_shards(self, written: list[PartitionShards], vocabs: Vocabularies) -> None:
+        """Record the shards of every partition (in partition order), the counts and sizes."""
+        written = sorted(written, key=lambda w: w.partition)
+        self.train_shards = [name for w in written for name, _ in w.train]
+        self.eval_shards = [name for w in written for name, _ in w.eval]
+        self.counts = {
+            "train": sum(rows for w in written for _, rows in w.train),
+            "eval": sum(rows for w in written for _, rows in w.eval),
+            **vocabs.sizes(),
+        }
+
+
+@dataclass
+class VocabCounts:
+    """What the vocabularies are made of, from training events only; sums over partitions.
+
+    ``item_counts``: ``[num_items]`` training watches per catalog row; ``token_counts``:
+    search tokens of training searches; ``active``: ``[num_users]`` whether a user has a
+    training event.
+    """
+
+    item_counts: np.ndarray
+    token_counts: Counter[str]
+    active: np.ndarray
+
+    @classmethod
+    def empty(cls, num_users: int, num_items: int) -> VocabCounts:
+        """Nothing counted yet."""
+        return cls(np.zeros(num_items, np.int64), Counter(), np.zeros(num_users, dtype=bool))
+
+    @classmethod
+    def of_partition(
+        cls, ev: P.Events, split: Split, cutoff: int | None, num_users: int, num_items: int
+    ) -> VocabCounts:
+        """The counts of one partition's (user-sorted) events."""
+        counts = cls.empty(num_users, num_items)
         train = P.training_mask(ev, P.holdout(ev, split, cutoff), split, cutoff)
-        watched = ev.item_row[train & ev.is_watch]
-        item_counts += np.bincount(watched, minlength=len(items))
+        counts.item_counts += np.bincount(ev.item_row[train & ev.is_watch], minlength=num_items)
         codes, tokens = P.distinct_queries(ev.queries)
         uses = np.bincount(codes[train[ev.is_search]], minlength=len(tokens))
         for i in np.flatnonzero(uses):
             for tok in tokens[i]:
-                token_counts[tok] += int(uses[i])
-        active[ev.user_row[train]] = True
+                counts.token_counts[tok] += int(uses[i])
+        counts.active[ev.user_row[train]] = True
+        return counts
+
+    def merge(self, other: VocabCounts) -> VocabCounts:
+        """Add ``other`` into these counts (any order gives the same sums); returns self."""
+        self.item_counts += other.item_counts
+        self.token_counts.update(other.token_counts)
+        self.active |= other.active
+        return self
+
+
+def vocabularies_from_counts(
+    counts: VocabCounts, users: pd.DataFrame, items: pd.DataFrame
+) -> Vocabularies:
+    """Vocabularies of the counted training events (no evaluation-only ids).
+
+    Items by decreasing count (ties by id), tokens likewise (titles of seen videos count
+    too); the user and catalog attributes of the active users and seen videos.
+    """
+    item_counts = counts.item_counts
+    token_counts = Counter(counts.token_counts)
     seen = np.flatnonzero(item_counts)
     seen_items = items.iloc[seen]
     for title in seen_items["title"]:
         token_counts.update(tokenize(title) if isinstance(title, str) else [])
-    seen_users = users[active]
+    seen_users = users[counts.active]
     region = seen_users["region"] if "region" in seen_users.columns else pd.Series(dtype=object)
     # Items by decreasing count, ties by id.
     ids = seen_items["item_id"].astype(str).to_numpy(dtype=object)
@@ -125,6 +182,22 @@ def build_vocabularies(
         channels=Vocabulary.build("channels", seen_items["channel"]),
         categories=Vocabulary.build("categories", seen_items["category"]),
     )
+
+
+def build_vocabularies(
+    parts: list[Path],
+    users: pd.DataFrame,
+    items: pd.DataFrame,
+    split: Split,
+    cutoff: int | None,
+    user_rank: np.ndarray,
+) -> Vocabularies:
+    """Vocabularies from the training part of the event log only (one pass over partitions)."""
+    counts = VocabCounts.empty(len(users), len(items))
+    for path in parts:
+        ev = P.load_events(path, user_rank)
+        counts.merge(VocabCounts.of_partition(ev, split, cutoff, len(users), len(items)))
+    return vocabularies_from_counts(counts, users, items)
 
 
 def event_log(
@@ -187,15 +260,86 @@ class _PartitionLog:
         return cls(log_, ev.user[ev.is_watch][known], ev.user[ev.is_search][kept])
 
 
+@dataclass(frozen=True)
+class ExampleContext:
+    """What every partition's examples are built from: the same on every worker.
+
+    ``item_vocab``: ``[num_items]`` the vocabulary id of each catalog row; ``train_end``:
+    the training window's end (example age counts from it).
+    """
+
+    vocabs: Vocabularies
+    item_vocab: np.ndarray
+    users: UserTable
+    split: Split
+    cutoff: int | None
+    train_end: int
+    config: FeatureConfig
+    seed: int
+
+    @classmethod
+    def build(
+        cls,
+        vocabs: Vocabularies,
+        users: pd.DataFrame,
+        items: pd.DataFrame,
+        split: Split,
+        example_set: ExampleSet,
+        config: FeatureConfig,
+    ) -> ExampleContext:
+        """The context of a build recorded by ``example_set`` (cut-off, window end, seed)."""
+        return cls(
+            vocabs=vocabs,
+            item_vocab=vocabs.items.lookup(items["item_id"]),
+            users=UserTable.build(users, vocabs),
+            split=split,
+            cutoff=example_set.cutoff,
+            train_end=example_set.train_end,
+            config=config,
+            seed=example_set.seed,
+        )
+
+
+@dataclass
+class PartitionShards:
+    """The shards one partition's examples went to: ``(file name, rows)`` in write order."""
+
+    partition: int
+    train: list[tuple[str, int]]
+    eval: list[tuple[str, int]]
+
+
+# Opens a shard for writing, given its file name: a local path, or a writable binary file
+# (which the shard writer closes).
+ShardOpener = Callable[[str], str | Path | BinaryIO]
+
+
+def partition_examples(
+    partition: int, ev: P.Events, ctx: ExampleContext, open_shard: ShardOpener
+) -> PartitionShards:
+    """Write the train and eval examples of partition ``partition`` into their own shards.
+
+    The one per-partition step of every builder (local or Apache Beam): its output depends
+    only on the partition's events and ``ctx`` (the random generator is seeded by the build's
+    seed and the partition), so any runner, in any order, writes the same shards. Shards
+    are named ``train-PPPPP-KKKKK.parquet`` and ``eval-PPPPP-KKKKK.parquet``.
+    """
+    rng = np.random.default_rng([ctx.seed, partition])
+    writers = (
+        _ShardWriter(open_shard, f"train-{partition:05d}"),
+        _ShardWriter(open_shard, f"eval-{partition:05d}"),
+    )
+    try:
+        _examples_for_partition(ev, ctx, rng, writers)
+    finally:
+        for writer in writers:
+            writer.close()
+    return PartitionShards(partition, writers[0].shards, writers[1].shards)
+
+
 def _examples_for_partition(
     ev: P.Events,
-    vocabs: Vocabularies,
-    item_vocab: np.ndarray,
-    users: UserTable,
-    split: Split,
-    cutoff: int | None,
-    train_end: int,
-    config: FeatureConfig,
+    ctx: ExampleContext,
     rng: np.random.Generator,
     writers: tuple[_ShardWriter, _ShardWriter],
 ) -> None:
@@ -204,11 +348,12 @@ def _examples_for_partition(
     Both are encoded and written EXAMPLE_CHUNK rows at a time so memory does not grow with
     the partition.
     """
-    plog = _PartitionLog.encode(ev, item_vocab, vocabs)
+    split, cutoff, config = ctx.split, ctx.cutoff, ctx.config
+    plog = _PartitionLog.encode(ev, ctx.item_vocab, ctx.vocabs)
     held = P.holdout(ev, split, cutoff)
     train = P.training_mask(ev, held, split, cutoff)
     for window_end, mask, writer in (
-        (train_end, ev.is_watch & train, writers[0]),
+        (ctx.train_end, ev.is_watch & train, writers[0]),
         (None, ev.is_watch & held, writers[1]),
     ):
         labels = _ordered_labels(ev, np.flatnonzero(mask), window_end is not None, config, rng)
@@ -218,7 +363,7 @@ def _examples_for_partition(
             srt = np.argsort(part)
             inv = np.empty_like(srt)
             inv[srt] = np.arange(len(srt))
-            feats = _encode_labels(ev, plog, part[srt], users, window_end, config)
+            feats = _encode_labels(ev, plog, part[srt], ctx.users, window_end, config)
             writer.write(_to_arrow({name: arr[inv] for name, arr in feats.items()}))
 
 
@@ -277,11 +422,11 @@ def _to_arrow(feats: dict[str, np.ndarray]) -> pa.Table:
 class _ShardWriter:
     """Writes example tables into numbered shards of at most ROWS_PER_SHARD rows."""
 
-    def __init__(self, out: Path, prefix: str) -> None:
-        self.out, self.prefix = out, prefix
-        self.names: list[str] = []
-        self.rows = 0
+    def __init__(self, open_shard: ShardOpener, prefix: str) -> None:
+        self.open_shard, self.prefix = open_shard, prefix
+        self.shards: list[tuple[str, int]] = []
         self._writer: pq.ParquetWriter | None = None
+        self._sink: str | Path | BinaryIO | None = None
         self._in_shard = 0
 
     def write(self, tbl: pa.Table) -> None:
@@ -289,21 +434,26 @@ class _ShardWriter:
         while start < tbl.num_rows:
             if self._writer is None or self._in_shard >= ROWS_PER_SHARD:
                 self.close()
-                name = f"{self.prefix}-{len(self.names):05d}.parquet"
-                self.names.append(name)
+                name = f"{self.prefix}-{len(self.shards):05d}.parquet"
+                self._sink = self.open_shard(name)
                 # Uncompressed (still dictionary-encoded): cheaper to write and to read back.
-                self._writer = pq.ParquetWriter(self.out / name, tbl.schema, compression="none")
+                self._writer = pq.ParquetWriter(self._sink, tbl.schema, compression="none")
+                self.shards.append((name, 0))
                 self._in_shard = 0
             take = min(ROWS_PER_SHARD - self._in_shard, tbl.num_rows - start)
             self._writer.write_table(tbl.slice(start, take), row_group_size=16_384)
             self._in_shard += take
-            self.rows += take
+            name, rows = self.shards[-1]
+            self.shards[-1] = (name, rows + take)
             start += take
 
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+        if self._sink is not None and not isinstance(self._sink, str | Path):
+            self._sink.close()
+        self._sink = None
 
 
 def load_catalog(data_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray | None]:
@@ -318,6 +468,33 @@ def load_catalog(data_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, np.n
     return users, items_tbl.to_pandas(), emb
 
 
+def new_example_set(
+    meta: DatasetMeta, source: object, split: Split, config: FeatureConfig, seed: int
+) -> ExampleSet:
+    """The record of a build from the dataset ``meta`` describes (``source`` names it in errors).
+
+    Its cut-off and window end come from the dataset's time range; shards and counts are
+    filled by :meth:`ExampleSet.add_shards`.
+    """
+    if not meta.time_range:
+        raise DatasetError(f"{source}: dataset has no events")
+    t_lo, t_hi = meta.time_range
+    cutoff = split.resolve_cutoff(np.array([t_lo, t_hi])) if split.name == "time" else None
+    return ExampleSet(
+        split=split.name,
+        cutoff=cutoff,
+        train_end=int(cutoff if cutoff is not None else t_hi),
+        data_fingerprint=meta.fingerprint,
+        feature_config=asdict(config),
+        seed=seed,
+    )
+
+
+def default_partitions(meta: DatasetMeta) -> int:
+    """User partitions for a dataset: one per EVENTS_PER_PARTITION events (memory per step)."""
+    return max(1, -(-meta.counts.get("events", 0) // EVENTS_PER_PARTITION))
+
+
 def build_examples(
     data_dir: str | Path,
     out: str | Path,
@@ -329,31 +506,20 @@ def build_examples(
 ) -> ExampleSet:
     """Build train/eval example shards and vocabularies from a (validated) canonical dataset.
 
-    Written under a temporary name and renamed into ``out`` when complete.
+    The local builder: one process, one partition at a time. Written under a temporary name
+    and renamed into ``out`` when complete.
     """
     config = config or FeatureConfig()
     data_dir, out = Path(data_dir), Path(out)
     started = time.perf_counter()
     meta = read_meta(data_dir)
-    if not meta.time_range:
-        raise DatasetError(f"{data_dir}: dataset has no events")
-    t_lo, t_hi = meta.time_range
-    cutoff = split.resolve_cutoff(np.array([t_lo, t_hi])) if split.name == "time" else None
-    result = ExampleSet(
-        split=split.name,
-        cutoff=cutoff,
-        train_end=int(cutoff if cutoff is not None else t_hi),
-        data_fingerprint=meta.fingerprint,
-        feature_config=asdict(config),
-        seed=seed,
-    )
-    n_events = meta.counts.get("events", 0)
-    partitions = partitions or max(1, -(-n_events // 4_000_000))
+    result = new_example_set(meta, data_dir, split, config, seed)
+    partitions = partitions or default_partitions(meta)
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir(parents=True)
     try:
         _write_examples(data_dir, tmp, split, config, partitions, result, progress)
-        (tmp / EXAMPLES_META).write_text(json.dumps(asdict(result), indent=2) + "\n")
+        (tmp / EXAMPLES_META).write_text(result.to_json())
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
@@ -372,6 +538,13 @@ def build_examples(
     return result
 
 
+def user_sort_rank(user_ids: np.ndarray) -> np.ndarray:
+    """``[num_users]`` the rank of each user's id string among all ids (events sort by it)."""
+    rank = np.empty(len(user_ids), dtype=np.int64)
+    rank[np.argsort(user_ids, kind="stable")] = np.arange(len(user_ids))
+    return rank
+
+
 def _write_examples(
     data_dir: Path,
     tmp: Path,
@@ -386,41 +559,40 @@ def _write_examples(
     user_ids = pa.array(users_df["user_id"].astype(str).to_numpy(dtype=object), pa.string())
     item_ids = pa.array(items_df["item_id"].astype(str).to_numpy(dtype=object), pa.string())
     parts = P.write_partitions(data_dir, tmp, partitions, user_ids, item_ids)
-    # Events sort by user id string, as the rank of each user's id among all ids.
-    user_rank = np.empty(len(users_df), dtype=np.int64)
-    user_rank[np.argsort(user_ids.to_numpy(zero_copy_only=False), kind="stable")] = np.arange(
-        len(users_df)
+    user_rank = user_sort_rank(user_ids.to_numpy(zero_copy_only=False))
+    vocabs = build_vocabularies(
+        list(parts.values()), users_df, items_df, split, result.cutoff, user_rank
     )
-    cutoff = result.cutoff
-    vocabs = build_vocabularies(parts, users_df, items_df, split, cutoff, user_rank)
     vocabs.save(tmp / VOCAB_FILE)
-    users = UserTable.build(users_df, vocabs)
-    item_vocab = vocabs.items.lookup(items_df["item_id"])
-    rng = np.random.default_rng(result.seed)
-    train_w, eval_w = _ShardWriter(tmp, "train"), _ShardWriter(tmp, "eval")
-    for i, path in enumerate(parts):
+    ctx = ExampleContext.build(vocabs, users_df, items_df, split, result, config)
+    written = []
+    for i, (partition, path) in enumerate(parts.items()):
         events = P.load_events(path, user_rank)
-        _examples_for_partition(
-            events,
-            vocabs,
-            item_vocab,
-            users,
-            split,
-            cutoff,
-            result.train_end,
-            config,
-            rng,
-            (train_w, eval_w),
-        )
+        written.append(partition_examples(partition, events, ctx, lambda name: tmp / name))
         del events
         path.unlink()
         if progress:
             progress(i + 1, len(parts))
-    train_w.close()
-    eval_w.close()
-    result.counts = {"train": train_w.rows, "eval": eval_w.rows, **vocabs.sizes()}
-    result.train_shards = train_w.names
-    result.eval_shards = eval_w.names
+    result.add_shards(written, vocabs)
+
+
+def open_example_file(folder: str | Path, name: str) -> pa.NativeFile:
+    """The file ``name`` of an examples folder, for reading.
+
+    ``folder``: a local path, or a URI that pyarrow's filesystems open (``gs://``, ``s3://``,
+    ``hdfs://``), so training reads the shards wherever a Beam pipeline wrote them.
+    """
+    text = str(folder)
+    if "://" not in text:
+        text = str(Path(text).resolve())
+    fs, root = pafs.FileSystem.from_uri(text)
+    return fs.open_input_file(f"{root.rstrip('/')}/{name}")
+
+
+def read_example_text(folder: str | Path, name: str) -> str:
+    """The text of a metadata file of an examples folder (:func:`open_example_file`)."""
+    with open_example_file(folder, name) as f:
+        return bytes(f.read()).decode()
 
 
 def read_examples(
@@ -430,10 +602,9 @@ def read_examples(
 
     2-D features come back as ``[n, width]`` matrices; rows keep their shard order.
     """
-    example_dir = Path(example_dir)
     meta = ExampleSet.load(example_dir)
     names = meta.train_shards if kind == "train" else meta.eval_shards
-    tables = [pq.read_table(example_dir / n) for n in names]
+    tables = [pq.read_table(open_example_file(example_dir, n)) for n in names]
     if not tables:
         return {}
     tbl = pa.concat_tables(tables)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -43,16 +43,40 @@ def examples_key(fingerprint: str, split: Split, config: Config) -> str:
 
 
 def prepare_examples(
-    data: Path, work: Path, split: Split, config: Config, progress: bool = True
+    data: Path,
+    work: Path,
+    split: Split,
+    config: Config,
+    progress: bool = True,
+    runner: str | None = None,
+    beam_args: Sequence[str] = (),
 ) -> tuple[Path, ExampleSet]:
     """Build the example shards for (dataset, split, feature config) in ``work``, or reuse them.
 
-    Returns the examples folder (``work/examples-<key>``) and what its ``examples.json`` says.
+    ``runner`` None builds with the local builder; else with the Apache Beam pipeline on that
+    runner ("local" or a Beam runner name, ``beam_args`` passed to Beam). Both write the same
+    examples, so either reuses the other's. Returns the examples folder
+    (``work/examples-<key>``) and what its ``examples.json`` says.
     """
     out = work / f"examples-{examples_key(read_meta(data).fingerprint, split, config)}"
     if (out / EXAMPLES_META).is_file():
         log.info("reusing examples in %s", out)
         return out, ExampleSet.load(out)
+    if runner is not None:
+        # Apache Beam takes seconds to import: only when a Beam runner is asked for.
+        from recsys.examples.beam_building import build_examples_beam
+
+        with step(f"building {split.name}-split examples from {data} on Beam ({runner})"):
+            result = build_examples_beam(
+                data,
+                out,
+                split,
+                config.features,
+                seed=config.train.seed,
+                runner=runner,
+                beam_args=beam_args,
+            )
+        return out, result
     with step(f"building {split.name}-split examples from {data}"):
         result = build_examples(
             data,
@@ -63,6 +87,35 @@ def prepare_examples(
             progress=Progress("building examples", "partitions", enabled=progress),
         )
     return out, result
+
+
+def check_examples(
+    folder: str | Path, fingerprint: str, split: Split, config: Config
+) -> ExampleSet:
+    """What a given examples folder records, if it was built from this data, split and config.
+
+    ``folder``: a path or URI (:func:`~recsys.examples.building.open_example_file`), e.g.
+    where a Beam pipeline wrote. Raises ValueError naming each mismatch.
+    """
+    try:
+        found = ExampleSet.load(folder)
+    except (OSError, ValueError, TypeError) as exc:
+        raise ValueError(f"{folder}: not a readable examples folder ({exc})") from exc
+    wanted = {
+        "data_fingerprint": fingerprint,
+        "split": split.name,
+        "feature_config": asdict(config.features),
+        "seed": config.train.seed,
+    }
+    if split.cutoff is not None:
+        wanted["cutoff"] = split.cutoff
+    wrong = [key for key, value in wanted.items() if getattr(found, key) != value]
+    if wrong:
+        raise ValueError(
+            f"{folder}: examples built with another {', '.join(wrong)} than this run's "
+            "(rebuild them from this dataset with this config and split)"
+        )
+    return found
 
 
 def find_examples(

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Literal, NamedTuple
 import numpy as np
 import pyarrow.parquet as pq
 
-from recsys.examples.building import LABEL_TIME, ExampleSet, table_to_numpy
+from recsys.examples.building import LABEL_TIME, ExampleSet, open_example_file, table_to_numpy
 from recsys.features import contract as F
 from recsys.features.contract import FeatureConfig
 from recsys.features.tables import ItemTable
@@ -104,7 +104,6 @@ def _blocks(
     """
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    example_dir = Path(example_dir)
     _check_shard(shard_index, num_shards)
     by_shard: dict[str, list[_Group]] = {}
     for g in _row_groups(example_dir, kind, shard_index, num_shards):
@@ -138,7 +137,7 @@ def _blocks(
                 yield _with_candidates(rest, items)
 
     for name in shards:
-        pf = pq.ParquetFile(example_dir / name)
+        pf = pq.ParquetFile(open_example_file(example_dir, name))
         for g in by_shard[name]:
             pending.append(g.read(pf, num_shards))
             if len(pending) >= (shuffle_buffer_groups if shuffle else 1):
@@ -175,7 +174,7 @@ def feature_signature(
     }
 
 
-def _shards(example_dir: Path, kind: Kind) -> list[str]:
+def _shards(example_dir: str | Path, kind: Kind) -> list[str]:
     meta = ExampleSet.load(example_dir)
     return meta.train_shards if kind == "train" else meta.eval_shards
 
@@ -201,7 +200,9 @@ class _Group(NamedTuple):
         return rows
 
 
-def _row_groups(example_dir: Path, kind: Kind, shard_index: int, num_shards: int) -> list[_Group]:
+def _row_groups(
+    example_dir: str | Path, kind: Kind, shard_index: int, num_shards: int
+) -> list[_Group]:
     """Every row group of ``kind`` in file order, with the rows worker ``shard_index`` keeps.
 
     Worker ``w`` keeps the rows whose position in the file order (shards as listed, then row
@@ -209,7 +210,7 @@ def _row_groups(example_dir: Path, kind: Kind, shard_index: int, num_shards: int
     """
     groups, offset = [], 0
     for name in _shards(example_dir, kind):
-        md = pq.ParquetFile(example_dir / name).metadata
+        md = pq.ParquetFile(open_example_file(example_dir, name)).metadata
         for g in range(md.num_row_groups):
             rows = md.row_group(g).num_rows
             first = (shard_index - offset) % num_shards
@@ -218,7 +219,7 @@ def _row_groups(example_dir: Path, kind: Kind, shard_index: int, num_shards: int
     return groups
 
 
-def _empty_batch(example_dir: Path, kind: Kind, items: ItemTable) -> dict[str, np.ndarray]:
+def _empty_batch(example_dir: str | Path, kind: Kind, items: ItemTable) -> dict[str, np.ndarray]:
     """A zero-row batch with every feature's dtype and trailing shape (reads no rows)."""
     shards = _shards(example_dir, kind)
     meta = ExampleSet.load(example_dir)
@@ -226,7 +227,7 @@ def _empty_batch(example_dir: Path, kind: Kind, items: ItemTable) -> dict[str, n
     if not names:
         raise ValueError(f"{example_dir}: no example shards")
     name = names[0]
-    schema = pq.read_schema(example_dir / name)
+    schema = pq.read_schema(open_example_file(example_dir, name))
     return _with_candidates(table_to_numpy(schema.empty_table()), items)
 
 
@@ -238,7 +239,6 @@ def example_bytes(
     num_shards: int = 1,
 ) -> int:
     """Bytes that :func:`load_examples` needs for this worker's rows (from Parquet metadata)."""
-    example_dir = Path(example_dir)
     _check_shard(shard_index, num_shards)
     rows = sum(g.kept for g in _row_groups(example_dir, kind, shard_index, num_shards))
     if rows == 0:
@@ -262,13 +262,14 @@ def load_examples(
     Rows are assigned to workers exactly as :func:`example_batches` assigns them; memory is
     the result plus one row group.
     """
-    example_dir = Path(example_dir)
     _check_shard(shard_index, num_shards)
     groups = _row_groups(example_dir, kind, shard_index, num_shards)
     total = sum(g.kept for g in groups)
     empty = _empty_batch(example_dir, kind, items)
     out = {k: np.empty((total, *v.shape[1:]), dtype=v.dtype) for k, v in empty.items()}
-    pos, files = 0, {name: pq.ParquetFile(example_dir / name) for name in {g.shard for g in groups}}
+    names = {g.shard for g in groups}
+    files = {name: pq.ParquetFile(open_example_file(example_dir, name)) for name in names}
+    pos = 0
     for g in groups:
         pf = files[g.shard]
         for k, v in _with_candidates(g.read(pf, num_shards), items).items():
@@ -300,7 +301,6 @@ def make_dataset(
 
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    example_dir = Path(example_dir)
     _check_shard(shard_index, num_shards)
     meta = ExampleSet.load(example_dir)
     empty = _empty_batch(example_dir, kind, items)

@@ -125,23 +125,35 @@ class Vocabularies:
         """Name to number of ids (including reserved ones)."""
         return {name: len(v) for name, v in self.as_mapping().items()}
 
-    def save(self, path: str | Path) -> None:
-        """Write ``vocabularies.json`` (plain JSON: loading it can never run code)."""
+    def to_json(self) -> str:
+        """The text of ``vocabularies.json`` (plain JSON: loading it can never run code)."""
         payload = {name: v.to_dict() for name, v in self.as_mapping().items()}
-        Path(path).write_text(json.dumps(payload, ensure_ascii=False) + "\n")
+        return json.dumps(payload, ensure_ascii=False) + "\n"
+
+    def save(self, path: str | Path) -> None:
+        """Write ``vocabularies.json`` (:meth:`to_json`)."""
+        Path(path).write_text(self.to_json())
 
     @classmethod
     def load(cls, path: str | Path) -> Vocabularies:
         """Read a ``vocabularies.json`` written by :meth:`save`; clear errors if malformed."""
-        path = Path(path)
         try:
-            raw = json.loads(path.read_text())
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ValueError(f"{path}: not a valid vocabularies file ({exc!r})") from exc
+        return cls.from_json(text, source=path)
+
+    @classmethod
+    def from_json(cls, text: str, source: object) -> Vocabularies:
+        """Parse the text of a ``vocabularies.json`` (``source`` names it in errors)."""
+        try:
+            raw = json.loads(text)
             vocabs = {}
             for name in cls.__dataclass_fields__:
                 entry = raw[name]
                 if entry.get("format") != VOCAB_FORMAT:
                     raise ValueError(f"vocabulary {name!r} has format {entry.get('format')!r}")
                 vocabs[name] = Vocabulary(name, [str(v) for v in entry["values"]])
-        except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
-            raise ValueError(f"{path}: not a valid vocabularies file ({exc!r})") from exc
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"{source}: not a valid vocabularies file ({exc!r})") from exc
         return cls(**vocabs)

@@ -25,7 +25,7 @@ def _partitioned(data: Path, work: Path, partitions: int) -> tuple[list[P.Events
         data, work, partitions, _ids(users, "user_id"), _ids(items, "item_id")
     )
     rank = np.argsort(np.argsort(users["user_id"].to_numpy(), kind="stable"))
-    return [P.load_events(p, rank) for p in paths], users
+    return [P.load_events(p, rank) for p in paths.values()], users
 
 
 @pytest.mark.parametrize("partitions", [1, 3])
@@ -101,3 +101,30 @@ def test_cap_per_user_keeps_at_most_cap_rows_per_user_seeded() -> None:
     np.testing.assert_array_equal(kept, again)
     other = P.cap_per_user(users, 3, np.random.default_rng(1))
     assert not np.array_equal(kept, other)  # the subset depends on the seed
+
+
+def test_rows_gathered_out_of_order_sort_by_their_event_log_position() -> None:
+    """What a Beam GroupByKey hands over in any order sorts like the local partition file."""
+    # Three users (rank 2, 0, 1), same-second ties within users, one search per tie group.
+    tbl = pa.table(
+        {
+            "user_row": np.array([0, 1, 0, 2, 0, 1, 2, 0], np.int32),
+            "timestamp": np.array([5, 5, 5, 7, 5, 3, 7, 1], np.int64),
+            "kind": np.array([0, 0, 1, 0, 0, 1, 0, 0], np.int8),
+            "item_row": np.array([10, 11, -1, 12, 13, -1, 14, 15], np.int32),
+            "query": pa.array([None, None, "a b", None, None, "c", None, None], pa.string()),
+        }
+    )
+    rank = np.array([2, 0, 1])
+    expected = P.events_from_table(tbl, rank)  # file order breaks the ties
+    # user 0's three events at t=5 are rows 0, 2, 4: items 10, search, 13 in that order.
+    assert expected.item_row.tolist() == [-1, 11, 12, 14, 15, 10, -1, 13]
+    shuffled = np.random.default_rng(0).permutation(tbl.num_rows)
+    gathered = tbl.take(pa.array(shuffled)).append_column(P.POSITION, pa.array(shuffled))
+    got = P.events_from_table(gathered, rank)
+    for name in ("user", "user_row", "timestamp", "kind", "item_row"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(expected, name), err_msg=name)
+    assert got.queries.to_pylist() == expected.queries.to_pylist() == ["c", "a b"]
+    # Without the positions the ties would follow the shuffled order instead.
+    unordered = P.events_from_table(tbl.take(pa.array(shuffled)), rank)
+    assert unordered.item_row.tolist() != expected.item_row.tolist()
