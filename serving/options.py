@@ -15,6 +15,7 @@ from pathlib import Path
 # gRPC worker threads per server process (and the echo baseline's): few, because Python runs
 # the handlers under one GIL and extra threads only add hand-offs (see BENCHMARKS.md).
 DEFAULT_WORKERS = 8
+PROFILE_STORE_ENV = "RECSYS_PROFILE_STORE"  # the --profile-store default, and how replicas get it
 
 
 def default_processes() -> int:
@@ -112,11 +113,13 @@ def add_arguments(parser: argparse.ArgumentParser, default_port: int = 50051) ->
     )
     parser.add_argument(
         "--profile-store",
-        default="embedded",
+        default=os.environ.get(PROFILE_STORE_ENV, "embedded"),
         metavar="URL",
-        help="where users' live events (RecordEvents) are kept: 'embedded' (default: SQLite in "
+        help="where users' live events (RecordEvents) are kept: 'embedded' (SQLite in "
         "ARTIFACTS/NAME/live/, shared by this host's processes), 'sqlite:PATH', "
-        "'redis://HOST:PORT/DB' (shared by replicas on every host), or 'none'",
+        "'redis://[:PASSWORD@]HOST:PORT/DB[?prefix=KEYS]' (shared by replicas on every host), "
+        f"or 'none'; default: ${PROFILE_STORE_ENV} if set (keeps a password off the command "
+        "line), else 'embedded'",
     )
     parser.add_argument(
         "--port-file",

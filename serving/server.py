@@ -41,7 +41,7 @@ from recsys.inference.recommender import Recommender
 from recsys.inference.request import ModelLoadError, RecommenderOptions
 from recsys.live.profile_store import Caps, ProfileStore, ProfileStoreError
 from recsys.live.registry import EMBEDDED, default_store_path, open_profile_store
-from recsys_serving.options import DEFAULT_WORKERS, add_arguments
+from recsys_serving.options import DEFAULT_WORKERS, PROFILE_STORE_ENV, add_arguments
 from recsys_serving.proto import SERVICE_NAME
 from recsys_serving.replicas import SUPERVISOR_ENV, die_with_parent, serve_replicas
 from recsys_serving.servicer import ModelSlot, RecommenderServicer, add_to_server
@@ -329,6 +329,9 @@ def serve(config: ServerConfig, port_file: Path | None = None) -> None:
     """
     if config.processes > 1:
         check_profile_store(config)  # a bad URL: one clear error, not one per replica
+        # Replicas inherit the store's URL from the environment, not from a command line
+        # every user of the host can read (it may hold a password).
+        os.environ[PROFILE_STORE_ENV] = config.profile_store
         code = serve_replicas(
             lambda port, replica_port_file: replica_command(config, port, replica_port_file),
             config.processes,
@@ -388,7 +391,6 @@ def replica_command(config: ServerConfig, port: int, port_file: Path) -> list[st
         *([f"--reorder-k={options.reorder_k}"] if options.reorder_k else []),
         f"--tf-intra-op-threads={config.tf_intra_op_threads}",
         f"--tf-inter-op-threads={config.tf_inter_op_threads}",
-        f"--profile-store={config.profile_store}",
     ]
 
 

@@ -258,7 +258,9 @@ def test_a_cgroup_cpu_quota_is_read_from_v2_or_v1(
     assert cgroup_cpu_quota(tmp_path) == quota
 
 
-def test_replica_command_round_trips_through_the_options(tmp_path: Path) -> None:
+def test_replica_command_round_trips_through_the_options(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import argparse
 
     from recsys_serving.options import add_arguments
@@ -280,6 +282,7 @@ def test_replica_command_round_trips_through_the_options(tmp_path: Path) -> None
                 "--reorder-k=300",
                 "--grace=3",
                 "--pin-cpus",
+                "--profile-store=redis://:secret@127.0.0.1:6379/2",
             ]
         )
     )
@@ -294,3 +297,9 @@ def test_replica_command_round_trips_through_the_options(tmp_path: Path) -> None
     assert not replica.pin_cpus  # the supervisor pins its replicas
     for field in ("artifacts", "name", "host", "workers", "grace_s", "options"):
         assert getattr(replica, field) == getattr(config, field), field
+    # The store's URL (a password) reaches replicas through the environment, never argv.
+    assert not any("secret" in arg for arg in argv)
+    monkeypatch.setenv("RECSYS_PROFILE_STORE", config.profile_store)
+    fresh = argparse.ArgumentParser()
+    add_arguments(fresh, default_port=0)
+    assert config_from_args(fresh.parse_args(argv)).profile_store == config.profile_store
