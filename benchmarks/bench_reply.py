@@ -59,7 +59,11 @@ def serve_variant(args: argparse.Namespace) -> int:
         """Replies built through the generated classes, one message per item."""
 
         def _reply(
-            self, model: Recommender, result: RecommendResult, started: float
+            self,
+            model: Recommender,
+            result: RecommendResult,
+            started: float,
+            store_unavailable: bool = False,
         ) -> pb2.RecommendResponse:
             ids, titles, categories = result.catalog.describe(result.rows)
             item = pb2.RecommendedItem
@@ -74,7 +78,7 @@ def serve_variant(args: argparse.Namespace) -> int:
                     strict=True,
                 )
             ]
-            reply = response_fields(result, started)
+            reply = response_fields(result, started, store_unavailable)
             reply.items.extend(items)
             return reply
 
