@@ -38,7 +38,7 @@ from recsys.features.context import RequestContext, encode_request
 from recsys.features.vocab import Vocabularies
 from recsys.index.base import Index
 from recsys.inference.loading import read_model_files
-from recsys.inference.profile_features import EncodedProfiles
+from recsys.inference.profile_features import EncodedProfiles, ProfileQuery
 from recsys.inference.query_tower import QueryTower, QueryTowerBatcher
 from recsys.inference.request import (
     ModelInfo,
@@ -248,14 +248,20 @@ class Recommender:
         profile = self.profiles.context(user_id, now) if self.profiles else None
         assert profile is not None
         slow = self._recommend(profile, True, k, True, (), None)
+        self._probe_agree(fast, slow, f"the encoded profile of user {user_id!r}", "its context")
+
+    def _probe_agree(
+        self, fast: RecommendResult, slow: RecommendResult, what: str, of: str
+    ) -> None:
+        """ModelLoadError unless two paths recommend the same videos with the same logits."""
         if (
             not np.array_equal(fast.rows, slow.rows)
             or not np.allclose(fast.logits, slow.logits, rtol=1e-5, atol=1e-6)
             or fast.unknown_videos != slow.unknown_videos
         ):
             raise ModelLoadError(
-                f"{self.path}: the encoded profile of user {user_id!r} recommends differently "
-                f"from its context (rows {fast.rows[:5]} vs {slow.rows[:5]})"
+                f"{self.path}: {what} recommends differently from {of} (rows {fast.rows[:5]} "
+                f"vs {slow.rows[:5]})"
             )
 
     def _probe_live_path(self, user_id: str, now: int, k: int) -> None:
@@ -267,16 +273,8 @@ class Recommender:
         merged = merge_profile(profile, live)
         merged.request_time = now
         slow = self._recommend(merged, True, k, True, (), None)
-        if (
-            not np.array_equal(fast.rows, slow.rows)
-            or not np.allclose(fast.logits, slow.logits, rtol=1e-5, atol=1e-6)
-            or fast.unknown_videos != slow.unknown_videos
-        ):
-            raise ModelLoadError(
-                f"{self.path}: live events appended to the encoded profile of {user_id!r} "
-                f"recommend differently from the merged context (rows {fast.rows[:5]} vs "
-                f"{slow.rows[:5]})"
-            )
+        what = f"the encoded profile of {user_id!r} with live events appended"
+        self._probe_agree(fast, slow, what, "the merged context")
 
     # ------------------------------------------------------------------ requests
 
@@ -315,25 +313,8 @@ class Recommender:
         ):
             row = encoded.profiles.row_of(user_id)
             if row is not None:  # the stored history: encoded at load, no strings per request
-                moment = (
-                    int(time.time())
-                    if ctx is None or ctx.request_time is None
-                    else int(ctx.request_time)
-                )
-                query = encoded.query(row, moment, ctx)
-                excluded = query.watched_rows if exclude_watched else self._no_rows
-                if exclude_ids:
-                    excluded = np.concatenate([excluded, self._catalog.rows(exclude_ids)])
-                return self._score(
-                    query.features,
-                    np.unique(excluded),
-                    query.unknown_videos,
-                    True,
-                    k,
-                    category,
-                    started,
-                    time.perf_counter(),
-                )
+                query = encoded.query(row, _moment(ctx), ctx)
+                return self._score_query(query, exclude_watched, exclude_ids, k, category, started)
         if user_id:
             request_time = None if ctx is None else ctx.request_time
             profile = self.profiles.context(user_id, request_time) if self.profiles else None
@@ -372,30 +353,39 @@ class Recommender:
             events = encoded.encode_live(live, self._catalog.rows_or_missing)
             row = encoded.profiles.row_of(user_id)
             if encoded.follows(row, events):
-                moment = (
-                    int(time.time())
-                    if ctx is None or ctx.request_time is None
-                    else int(ctx.request_time)
-                )
-                query = encoded.query_live(row, moment, events, _demographics(ctx, live))
-                excluded = query.watched_rows if exclude_watched else self._no_rows
-                if exclude_ids:
-                    excluded = np.concatenate([excluded, self._catalog.rows(exclude_ids)])
-                result = self._score(
-                    query.features,
-                    np.unique(excluded),
-                    query.unknown_videos,
-                    True,
-                    k,
-                    category,
-                    started,
-                    time.perf_counter(),
+                query = encoded.query_live(row, _moment(ctx), events, _demographics(ctx, live))
+                result = self._score_query(
+                    query, exclude_watched, exclude_ids, k, category, started
                 )
                 return dataclasses.replace(result, live_events=live.num_events)
         base = self.profiles.context(user_id) if self.profiles is not None else None
         merged = merge_context(merge_profile(base, live), ctx)
         result = self._recommend(merged, True, k, exclude_watched, exclude_ids, category, started)
         return dataclasses.replace(result, live_events=live.num_events)
+
+    def _score_query(
+        self,
+        query: ProfileQuery,
+        exclude_watched: bool,
+        exclude_ids: Sequence[str],
+        k: int,
+        category: str | None,
+        started: float,
+    ) -> RecommendResult:
+        """A stored profile's query (its features ready) scored, with its exclusions."""
+        excluded = query.watched_rows if exclude_watched else self._no_rows
+        if exclude_ids:
+            excluded = np.concatenate([excluded, self._catalog.rows(exclude_ids)])
+        return self._score(
+            query.features,
+            np.unique(excluded),
+            query.unknown_videos,
+            True,
+            k,
+            category,
+            started,
+            time.perf_counter(),
+        )
 
     def query_embeddings(
         self, user_ids: Sequence[str], request_time: int | None = None
@@ -528,6 +518,11 @@ class Recommender:
             metrics=dict(self.manifest.metrics),
             artifact_path=str(self.path),
         )
+
+
+def _moment(ctx: RequestContext | None) -> int:
+    """The request's moment: its request_time, else now (Unix s)."""
+    return int(time.time()) if ctx is None or ctx.request_time is None else int(ctx.request_time)
 
 
 def _demographics(ctx: RequestContext | None, live: LiveProfile) -> RequestContext:
