@@ -228,12 +228,13 @@ def rank_model_exact(
 def rank_model_served(
     model: ArtifactModel,
     q_emb: np.ndarray,
+    query_times: np.ndarray,
     exact: np.ndarray,
     ks: Sequence[int],
     warnings: list[str],
 ) -> tuple[np.ndarray | None, dict[str, Any]]:
-    """The served index's top-``max(ks)`` (None without an index) and what it is."""
-    served = model.rank_served(q_emb, max(ks))
+    """The served index's top-``max(ks)`` at each query's time (None without an index)."""
+    served = model.rank_served(q_emb, query_times, max(ks))
     if served is None:
         warnings.append(f"{model.label} has no index: served-index numbers are left out")
         return None, {"kind": None}
@@ -433,7 +434,9 @@ def rank_all(
     with timer("model_exact"):
         q_emb, ranked["model_exact"] = rank_model_exact(model, queries, k, progress)
     with timer("model_index"):
-        served, index_info = rank_model_served(model, q_emb, ranked["model_exact"], ks, warnings)
+        served, index_info = rank_model_served(
+            model, q_emb, queries.times, ranked["model_exact"], ks, warnings
+        )
         if served is not None:
             ranked["model_index"] = served
     compare = None

@@ -36,6 +36,7 @@ from recsys.config import Config
 from recsys.features.context import RequestContext, encode_request
 from recsys.features.vocab import Vocabularies
 from recsys.index.base import Index
+from recsys.inference.freshness import AgedCatalog
 from recsys.inference.loading import read_model_files
 from recsys.inference.profile_features import EncodedProfiles
 from recsys.inference.query_tower import QueryTower, QueryTowerBatcher
@@ -79,6 +80,7 @@ class Recommender:
         profiles: Profiles | None,
         options: RecommenderOptions,
         encoded_profiles: EncodedProfiles | None = None,
+        aged: AgedCatalog | None = None,
     ) -> None:
         """Assemble from loaded parts (profiles are encoded unless given); use :meth:`load`."""
         self.path = path
@@ -95,8 +97,9 @@ class Recommender:
         # again row by row, so it gets batches of one (the batcher still orders the callers).
         batch = options.max_batch if query_tower.runtime == "savedmodel" else 1
         self._tower = QueryTowerBatcher(query_tower, batch)
+        self.aged = aged
         self._retriever = Retriever(
-            index, catalog, embeddings, options.leaves_to_search, options.reorder_k
+            index, catalog, embeddings, options.leaves_to_search, options.reorder_k, aged
         )
         if encoded_profiles is None and profiles is not None:
             encoded_profiles = EncodedProfiles(
@@ -120,6 +123,7 @@ class Recommender:
             self.profiles,
             options,
             self._encoded_profiles,
+            self.aged,
         )
 
     @property
@@ -175,6 +179,7 @@ class Recommender:
             files.embeddings,
             files.profiles,
             options,
+            aged=files.aged,
         )
         model.probe()
         log.info(
@@ -302,6 +307,7 @@ class Recommender:
                     True,
                     k,
                     category,
+                    moment,
                     started,
                     time.perf_counter(),
                 )
@@ -367,6 +373,7 @@ class Recommender:
             used_profile,
             k,
             category,
+            ctx.request_time,
             t0,
             time.perf_counter(),
         )
@@ -379,18 +386,20 @@ class Recommender:
         used_profile: bool,
         k: int,
         category: str | None,
+        request_time: int,
         t0: float,
         t1: float,
     ) -> RecommendResult:
         """Tower, index (with its exact re-scoring), ranking and softmax for one query.
 
-        ``excluded_rows``: sorted catalog rows never returned; ``t0``/``t1``: perf_counter at
-        the request's start and when its features were ready (for the stage timings).
+        ``excluded_rows``: sorted catalog rows never returned; ``request_time``: the moment
+        upload ages are taken at; ``t0``/``t1``: perf_counter at the request's start and when
+        its features were ready (for the stage timings).
         """
         query = self._tower(features)
         t2 = time.perf_counter()
         candidates, scores, index_s = self._retriever.candidates(
-            query, self.options.num_candidates(k), excluded_rows, category
+            query, self.options.num_candidates(k), excluded_rows, category, request_time
         )
         t3 = time.perf_counter()
         rows, logits = self._retriever.rank(candidates, scores, excluded_rows, category)

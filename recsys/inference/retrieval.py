@@ -5,6 +5,12 @@ for enough candidates that, after exclusions and a category filter, the scored s
 holds the wanted number (doubling the request while it does not), and ranks the survivors
 by their logits ``q·v``. The logits are the index's own scores: its contract is exact dot
 products (ScaNN re-scores its candidates in float32; the model's load probe checks them).
+
+With a freshness term (:class:`recsys.inference.freshness.AgedCatalog`) the logits are taken
+at the request's moment instead: the index is asked with the query's age-independent part
+for :data:`FRESH_WIDEN` times the candidates, the videos uploaded in the last
+:data:`YOUNG_DAYS` (where the learned freshness term changes fastest) join them, videos not
+uploaded yet leave, and every one is re-scored exactly with its upload age at that moment.
 """
 
 from __future__ import annotations
@@ -17,9 +23,18 @@ import numpy as np
 
 from recsys.index.base import Index
 from recsys.index.scann_index import ScannIndex
+from recsys.inference.freshness import AgedCatalog
 from recsys.inference.served_catalog import ServedCatalog, in_sorted
 
 log = logging.getLogger(__name__)
+
+# Index candidates per wanted one when the freshness term is re-applied at the request's
+# moment (BENCHMARKS.md measures recall against exact search by this factor).
+FRESH_WIDEN = 2
+# Videos uploaded this recently are all scored exactly (at most YOUNG_LIMIT, the newest):
+# the freshness curve has whole-day buckets up to 10 days.
+YOUNG_DAYS = 10.0
+YOUNG_LIMIT = 20_000
 
 
 class Retriever:
@@ -32,13 +47,17 @@ class Retriever:
         embeddings: np.ndarray,
         leaves_to_search: int | None = None,
         reorder_k: int | None = None,
+        aged: AgedCatalog | None = None,
     ) -> None:
         """Retrieve from ``index`` (over ``catalog``'s videos, ``embeddings`` row-aligned).
 
         ``leaves_to_search`` / ``reorder_k`` override a ScaNN index's saved search setting;
-        an exact index ignores them (with a warning).
+        an exact index ignores them (with a warning). ``aged``: the catalog's freshness
+        term, re-applied at each request's moment (None: the index's scores as exported).
         """
         self.index = index
+        self.aged = aged
+        self._base_size = len(catalog.ids)  # the export's rows (the index's)
         self.catalog = catalog
         self.embeddings = embeddings
         # Index positions -> catalog rows, once: results then map with one gather, not a
@@ -61,16 +80,33 @@ class Retriever:
         return len(self.catalog.row_of)
 
     def candidates(
-        self, query: np.ndarray, wanted: int, excluded_rows: np.ndarray, category: str | None
+        self,
+        query: np.ndarray,
+        wanted: int,
+        excluded_rows: np.ndarray,
+        category: str | None,
+        request_time: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray, float]:
         """Candidate rows, their exact logits, and the seconds spent in the index.
 
         Asks the index for ``wanted`` + |excluded| (``wanted`` / category share with a
         category filter), doubling while the filters leave fewer than ``wanted``; a category
         smaller than that is scanned exactly instead (every one of its videos is a candidate).
-        ``excluded_rows`` must be sorted.
+        ``excluded_rows`` must be sorted. ``request_time`` (Unix s) is the moment the
+        freshness term is taken at, when there is one (default: now).
         """
-        num_items = self.num_items
+        moment = int(time.time()) if request_time is None else int(request_time)
+        if self.aged is not None:
+            found = self._fresh_candidates(query, wanted, excluded_rows, category, moment)
+        else:
+            found = self._index_candidates(query, wanted, excluded_rows, category)
+        return found
+
+    def _index_candidates(
+        self, query: np.ndarray, wanted: int, excluded_rows: np.ndarray, category: str | None
+    ) -> tuple[np.ndarray, np.ndarray, float]:
+        """:meth:`candidates` from the index alone, its scores the logits."""
+        num_items = self._base_size
         fetch = wanted + len(excluded_rows)
         in_category: np.ndarray | None = None
         code = -1
@@ -99,6 +135,52 @@ class Retriever:
             if int(eligible.sum()) >= wanted:
                 return rows, logits, spent
             fetch = min(num_items, 2 * fetch)
+
+    def _fresh_candidates(
+        self,
+        query: np.ndarray,
+        wanted: int,
+        excluded_rows: np.ndarray,
+        category: str | None,
+        moment: int,
+    ) -> tuple[np.ndarray, np.ndarray, float]:
+        """:meth:`candidates` with the freshness term taken at ``moment``."""
+        aged = self.aged
+        assert aged is not None
+        num_items = self._base_size
+        fetch = wanted + len(excluded_rows)
+        code = -1
+        if category is not None:
+            in_category = self.catalog.category_rows.get(category)
+            if in_category is None or len(in_category) == 0:
+                return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32), 0.0
+            code = self.catalog.category_names.index(category)
+            fetch = math.ceil(wanted * num_items / len(in_category)) + len(excluded_rows)
+            if len(in_category) <= FRESH_WIDEN * fetch:
+                rows = in_category[aged.uploaded(in_category, moment)]
+                return rows, aged.logits(query, rows, moment), 0.0
+        # The index's scores are q_main . main scaled by the export's cos(psi): ask it with
+        # the query's freshness sine zeroed, so the export's stale freshness term is gone.
+        ask = np.array(query, dtype=np.float32)
+        ask[-1] = 0.0
+        young = aged.young(moment, YOUNG_DAYS, YOUNG_LIMIT)
+        spent = 0.0
+        fetch = min(FRESH_WIDEN * fetch, num_items)
+        while True:
+            t = time.perf_counter()
+            found, _ = self.search(ask, fetch)
+            spent += time.perf_counter() - t
+            rows = np.union1d(found, young)
+            rows = rows[aged.uploaded(rows, moment)]
+            if fetch >= num_items:
+                break
+            eligible = ~in_sorted(rows, excluded_rows)
+            if category is not None:
+                eligible &= self.catalog.category_code[rows] == code
+            if int(eligible.sum()) >= FRESH_WIDEN * wanted:
+                break
+            fetch = min(num_items, 2 * fetch)
+        return rows, aged.logits(query, rows, moment), spent
 
     def search(self, query: np.ndarray, fetch: int) -> tuple[np.ndarray, np.ndarray]:
         """Catalog rows of the index's top ``fetch`` for ``query: [d]`` and their logits."""
