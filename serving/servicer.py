@@ -21,11 +21,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+import numpy as np
 
 from recsys.dataset.schema import MAX_AGE
 from recsys.features.context import RequestContext
 from recsys.inference.recommender import Recommender
-from recsys.inference.request import MAX_K, RecommendResult, UnknownItemError, UnknownUserError
+from recsys.inference.request import (
+    MAX_K,
+    LiveCatalogUnavailableError,
+    RecommendResult,
+    UnknownItemError,
+    UnknownUserError,
+)
+from recsys.live.catalog import LiveVideo
 from recsys_serving.proto import SERVICE_NAME, pb2, pb2_grpc
 from recsys_serving.reply import ReplyEncoder
 
@@ -42,7 +50,10 @@ MAX_SEARCH_BYTES = 1024
 MAX_EXCLUDE_IDS = 1000
 MAX_SHORT_TEXT_BYTES = 64  # country, region, gender
 MAX_TIME = 4_102_444_800  # 2100-01-01: later "Unix seconds" are milliseconds or garbage
-GENDERS = ("f", "m", "x")  # the users table's values (recsys.dataset.schema)
+GENDERS = ("f", "m", "x")
+MAX_LIVE_VIDEOS = (
+    10_000  # per AddVideos / RemoveVideos call  # the users table's values (recsys.dataset.schema)
+)
 
 
 class RequestError(Exception):
@@ -299,6 +310,48 @@ class RecommenderServicer(pb2_grpc.RecommenderServicer):
             artifact_path=info.artifact_path,
         )
 
+    # ---------------------------------------------------------------- live catalog
+
+    def AddVideos(  # noqa: N802
+        self, request: pb2.AddVideosRequest, context: grpc.ServicerContext
+    ) -> pb2.AddVideosResponse:
+        """Embed, log durably and serve new videos (see the .proto)."""
+        if not 1 <= len(request.videos) <= MAX_LIVE_VIDEOS:
+            raise _invalid(f"videos must hold 1..{MAX_LIVE_VIDEOS}, got {len(request.videos)}")
+        videos = [
+            LiveVideo(
+                item_id=_check_id(v.item_id, f"videos[{i}].item_id"),
+                title=v.title,
+                category=v.category,
+                channel=v.channel,
+                upload_time=v.upload_time,
+                duration=v.duration,
+                content=np.asarray(v.content_embedding, dtype=np.float32)
+                if len(v.content_embedding)
+                else None,
+            )
+            for i, v in enumerate(request.videos)
+        ]
+        model = self._model()
+        added = model.add_videos(videos)
+        return pb2.AddVideosResponse(added=added, model_version=model.version)
+
+    def RemoveVideos(  # noqa: N802
+        self, request: pb2.RemoveVideosRequest, context: grpc.ServicerContext
+    ) -> pb2.RemoveVideosResponse:
+        """Stop serving videos, durably (see the .proto)."""
+        ids = _check_ids(request.item_ids, "item_ids", MAX_LIVE_VIDEOS)
+        if not ids:
+            raise _invalid("item_ids is empty")
+        model = self._model()
+        unknown = [i for i in ids if i not in model.catalog.row_of]
+        if unknown:
+            raise RequestError(
+                grpc.StatusCode.NOT_FOUND,
+                f"item_ids {unknown[:5]} are not in the served catalog of {model.version}",
+            )
+        return pb2.RemoveVideosResponse(removed=model.remove_videos(ids))
+
 
 def _json_default(value: object) -> object:
     if isinstance(value, float) and not math.isfinite(value):
@@ -312,6 +365,8 @@ def _status(method: str, exc: Exception) -> tuple[grpc.StatusCode, str]:
         return exc.code, exc.message
     if isinstance(exc, (UnknownUserError, UnknownItemError)):
         return grpc.StatusCode.NOT_FOUND, str(exc.args[0])
+    if isinstance(exc, LiveCatalogUnavailableError):
+        return grpc.StatusCode.FAILED_PRECONDITION, str(exc)
     if isinstance(exc, ValueError):  # the library's own argument checks
         return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
     log.error("%s failed", method, exc_info=exc)
@@ -374,6 +429,8 @@ def add_to_server(servicer: RecommenderServicer, server: grpc.Server) -> None:
         "Recommend": (servicer.Recommend, pb2.RecommendRequest),
         "SimilarItems": (servicer.SimilarItems, pb2.SimilarItemsRequest),
         "GetModelInfo": (servicer.GetModelInfo, pb2.GetModelInfoRequest),
+        "AddVideos": (servicer.AddVideos, pb2.AddVideosRequest),
+        "RemoveVideos": (servicer.RemoveVideos, pb2.RemoveVideosRequest),
     }
     handlers = {
         name: grpc.unary_unary_rpc_method_handler(

@@ -29,18 +29,22 @@ from pathlib import Path
 
 import numpy as np
 
-from recsys.artifact.layout import EMBEDDINGS_FILE
+from recsys.artifact.layout import CANDIDATE_MODEL_DIR, CONFIG_FILE, EMBEDDINGS_FILE
 from recsys.artifact.profiles import Profiles
+from recsys.artifact.settings import read_settings
 from recsys.artifact.versions import Manifest
 from recsys.config import Config
 from recsys.features.context import RequestContext, encode_request
 from recsys.features.vocab import Vocabularies
 from recsys.index.base import Index
+from recsys.inference.candidate_embedder import STRING_FEATURES, CandidateEmbedder
 from recsys.inference.freshness import AgedCatalog
+from recsys.inference.live_videos import LiveVideos
 from recsys.inference.loading import read_model_files
 from recsys.inference.profile_features import EncodedProfiles
 from recsys.inference.query_tower import QueryTower, QueryTowerBatcher
 from recsys.inference.request import (
+    LiveCatalogUnavailableError,
     ModelInfo,
     ModelLoadError,
     RecommenderOptions,
@@ -56,6 +60,7 @@ from recsys.inference.request import (
 )
 from recsys.inference.retrieval import Retriever
 from recsys.inference.served_catalog import ServedCatalog
+from recsys.live.catalog import LiveCatalogStore, LiveVideo
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +103,7 @@ class Recommender:
         batch = options.max_batch if query_tower.runtime == "savedmodel" else 1
         self._tower = QueryTowerBatcher(query_tower, batch)
         self.aged = aged
+        self.live: LiveVideos | None = None
         self._retriever = Retriever(
             index, catalog, embeddings, options.leaves_to_search, options.reorder_k, aged
         )
@@ -157,11 +163,14 @@ class Recommender:
         version_dir: str | Path,
         options: RecommenderOptions | None = None,
         verify: bool = True,
+        live_catalog: Path | None = None,
     ) -> Recommender:
         """Load and check a version folder; ModelLoadError saying what is wrong otherwise.
 
         Verifies every file's sha256 against the manifest (unless ``verify`` is False), then
-        runs a probe query through every stage.
+        runs a probe query through every stage. ``live_catalog``: the live catalog file
+        (:func:`recsys.live.catalog.catalog_path`) whose additions and removals are served
+        too (None: the export's catalog only).
         """
 
         path = Path(version_dir)
@@ -182,6 +191,8 @@ class Recommender:
             aged=files.aged,
         )
         model.probe()
+        if live_catalog is not None:
+            model.attach_live(LiveCatalogStore(live_catalog))
         log.info(
             "loaded model %s/%s (%d items, dim %d, %s index, %s query tower, %d profiles) "
             "in %.1f s",
@@ -195,6 +206,51 @@ class Recommender:
             time.perf_counter() - started,
         )
         return model
+
+    # ------------------------------------------------------------------ live catalog
+
+    def attach_live(self, store: LiveCatalogStore) -> None:
+        """Serve ``store``'s additions and removals too, applying those logged so far."""
+        settings = read_settings(self.path / CONFIG_FILE)
+        candidate_model = self.path / CANDIDATE_MODEL_DIR
+        content_dim = settings.content_dim
+
+        def load_embedder() -> CandidateEmbedder:
+            none = np.zeros(0, dtype=object)
+            strings = dict.fromkeys(STRING_FEATURES, none)
+            content = None if content_dim is None else np.zeros((0, content_dim), np.float32)
+            return CandidateEmbedder(candidate_model, strings, np.zeros(0, np.int64), content)
+
+        live = LiveVideos(
+            store,
+            f"{self.name}/{self.version}",
+            self._catalog,
+            load_embedder,
+            content_dim,
+            settings.reference_time,
+            self.aged is not None,
+            int(self.embeddings.shape[1]),
+            self._retriever.serve_live,
+        )
+        applied = live.refresh()
+        self.live = live
+        log.info("live catalog %s: %d changes applied", store.path, applied)
+
+    def add_videos(self, videos: Sequence[LiveVideo]) -> int:
+        """Embed, log durably and serve ``videos``; ValueError names a bad video and field."""
+        if self.live is None:
+            raise LiveCatalogUnavailableError("this server has no live catalog")
+        return self.live.add(videos)
+
+    def remove_videos(self, item_ids: Sequence[str]) -> int:
+        """Log durably and stop serving ``item_ids``; ValueError names unknown ones."""
+        if self.live is None:
+            raise LiveCatalogUnavailableError("this server has no live catalog")
+        return self.live.remove(item_ids)
+
+    def refresh_live(self) -> int:
+        """Apply the live catalog's changes logged by other processes; how many."""
+        return 0 if self.live is None else self.live.refresh()
 
     def probe(self) -> None:
         """Run test queries through every stage; ModelLoadError if any answer is wrong."""

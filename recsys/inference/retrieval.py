@@ -23,7 +23,9 @@ import numpy as np
 
 from recsys.index.base import Index
 from recsys.index.scann_index import ScannIndex
-from recsys.inference.freshness import AgedCatalog
+from recsys.inference.candidate_embedder import upload_age_days
+from recsys.inference.freshness import AgedCatalog, age_moment
+from recsys.inference.live_videos import LiveDelta
 from recsys.inference.served_catalog import ServedCatalog, in_sorted
 
 log = logging.getLogger(__name__)
@@ -57,7 +59,10 @@ class Retriever:
         """
         self.index = index
         self.aged = aged
-        self._base_size = len(catalog.ids)  # the export's rows (the index's)
+        # The export's rows (the index's); live additions are rows from here on.
+        self._base_size = len(catalog.ids)
+        self.live: LiveDelta | None = None  # replaced whole by LiveVideos on each change
+        self._live_terms: tuple[int, int, np.ndarray, np.ndarray] | None = None
         self.catalog = catalog
         self.embeddings = embeddings
         # Index positions -> catalog rows, once: results then map with one gather, not a
@@ -73,6 +78,10 @@ class Retriever:
             log.warning(
                 "leaves_to_search / reorder_k ignored: the %s index searches exactly", index.kind
             )
+
+    def serve_live(self, delta: LiveDelta) -> None:
+        """Search ``delta``'s additions beside the index and hide its removals from now on."""
+        self.live = delta
 
     @property
     def num_items(self) -> int:
@@ -100,7 +109,57 @@ class Retriever:
             found = self._fresh_candidates(query, wanted, excluded_rows, category, moment)
         else:
             found = self._index_candidates(query, wanted, excluded_rows, category)
-        return found
+        live = self.live
+        if live is None or not (len(live.active) or len(live.removed_rows)):
+            return found
+        rows, logits, spent = found
+        if len(live.removed_rows):
+            kept = ~in_sorted(rows, live.removed_rows)
+            rows, logits = rows[kept], logits[kept]
+        extra, extra_logits = self._live_candidates(
+            live, query, wanted + len(excluded_rows), category, moment
+        )
+        return np.concatenate([rows, extra]), np.concatenate([logits, extra_logits]), spent
+
+    def _base_category(self, category: str) -> np.ndarray | None:
+        """The export's rows of ``category`` (sorted; live additions left out)."""
+        rows = self.catalog.category_rows.get(category)
+        if rows is None or not len(rows) or rows[-1] < self._base_size:
+            return rows
+        return rows[: np.searchsorted(rows, self._base_size)]
+
+    def _live_candidates(
+        self, live: LiveDelta, query: np.ndarray, fetch: int, category: str | None, moment: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The best ``fetch`` live additions for ``query`` at ``moment``, scored exactly."""
+        if self.aged is None:
+            logits = live.vectors @ query
+        else:
+            cosine, sine = self._live_freshness(live, moment)
+            logits = cosine * (live.vectors @ query) + query[-1] * sine
+        usable = live.active & (live.upload_time <= moment)
+        if category is not None:
+            code = self.catalog.category_names.index(category)
+            usable &= self.catalog.category_code[live.first_row : live.first_row + len(usable)] == (
+                code
+            )
+        at = np.flatnonzero(usable)
+        if len(at) > fetch:
+            at = at[np.argpartition(-logits[at], fetch - 1)[:fetch]]
+        return live.first_row + at, logits[at].astype(np.float32)
+
+    def _live_freshness(self, live: LiveDelta, moment: int) -> tuple[np.ndarray, np.ndarray]:
+        """``cos(psi)``, ``sin(psi)`` ``[m]`` of the live additions at ``moment``'s day start
+        (cached: the same all day, until the additions change)."""
+        assert self.aged is not None
+        day = age_moment(moment)
+        cached = self._live_terms
+        if cached is not None and cached[0] == day and cached[1] == len(live.upload_time):
+            return cached[2], cached[3]
+        sine = self.aged.term.sine(upload_age_days(live.upload_time, day))
+        cosine = np.sqrt(1.0 - np.square(sine))
+        self._live_terms = (day, len(live.upload_time), cosine, sine)
+        return cosine, sine
 
     def _index_candidates(
         self, query: np.ndarray, wanted: int, excluded_rows: np.ndarray, category: str | None
@@ -111,7 +170,7 @@ class Retriever:
         in_category: np.ndarray | None = None
         code = -1
         if category is not None:
-            in_category = self.catalog.category_rows.get(category)
+            in_category = self._base_category(category)
             if in_category is None or len(in_category) == 0:
                 return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32), 0.0
             code = self.catalog.category_names.index(category)
@@ -151,7 +210,7 @@ class Retriever:
         fetch = wanted + len(excluded_rows)
         code = -1
         if category is not None:
-            in_category = self.catalog.category_rows.get(category)
+            in_category = self._base_category(category)
             if in_category is None or len(in_category) == 0:
                 return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32), 0.0
             code = self.catalog.category_names.index(category)
@@ -214,11 +273,25 @@ class Retriever:
         return rows, logits
 
     def similar(self, row: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The ``k`` catalog rows nearest to video ``row`` (itself left out) and their scores."""
-        vector = np.asarray(self.embeddings[row], dtype=np.float32)
-        rows, scores = self.search(vector, min(self.num_items, k + 1))
+        """The ``k`` catalog rows nearest to video ``row`` (itself left out) and their scores.
+
+        Live additions are compared by their stored vectors (with a freshness term, the
+        age-independent part), the export's videos by their exported embeddings.
+        """
+        live = self.live
+        if row >= self._base_size:
+            assert live is not None
+            vector = np.asarray(live.vectors[row - live.first_row], dtype=np.float32)
+        else:
+            vector = np.asarray(self.embeddings[row], dtype=np.float32)
+        removed = _NO_ROWS if live is None else live.removed_rows
+        rows, scores = self.search(vector, min(self._base_size, k + 1 + len(removed)))
+        if live is not None and len(live.active):
+            at = np.flatnonzero(live.active)
+            rows = np.concatenate([rows, live.first_row + at])
+            scores = np.concatenate([scores, (live.vectors[at] @ vector).astype(np.float32)])
         other = rows != row
-        rows, scores = self.rank(rows[other], scores[other], _NO_ROWS, None)
+        rows, scores = self.rank(rows[other], scores[other], removed, None)
         return rows[:k], scores[:k]
 
 
