@@ -78,12 +78,14 @@ class LiveVideos:
         age_independent_vectors: bool,
         dim: int,
         publish: Callable[[LiveDelta], None],
+        folded_seq: int = 0,
     ) -> None:
         """Serve ``store``'s changes over ``catalog`` (the export's rows, extended in place).
 
         ``embedder`` loads the candidate SavedModel (called once, when a video needs it);
         ``age_independent_vectors``: the model has a freshness term, so vectors are stored
-        as ``[main, 0]``; ``publish`` hands each new :class:`LiveDelta` to retrieval.
+        as ``[main, 0]``; ``publish`` hands each new :class:`LiveDelta` to retrieval;
+        ``folded_seq``: the last change the export already holds (later ones are applied).
         """
         self._publish_to = publish
         self.store = store
@@ -95,7 +97,7 @@ class LiveVideos:
         self.reference_time = reference_time
         self._age_independent = age_independent_vectors
         self._lock = threading.Lock()
-        self._seq = 0
+        self._seq = folded_seq
         self._publish(empty_delta(len(catalog.ids), dim))
 
     def _publish(self, delta: LiveDelta) -> None:

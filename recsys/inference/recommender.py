@@ -231,6 +231,7 @@ class Recommender:
             self.aged is not None,
             int(self.embeddings.shape[1]),
             self._retriever.serve_live,
+            int(self.manifest.data.get("live_catalog_seq", 0) or 0),
         )
         applied = live.refresh()
         self.live = live

@@ -125,6 +125,30 @@ class Change:
     vector: np.ndarray | None  # float32 [d]: this model's vector of an addition, if stored
 
 
+@dataclass(frozen=True)
+class FoldedCatalog:
+    """The log's net effect up to ``seq``: videos added (and still served), ids removed."""
+
+    seq: int
+    added: list[LiveVideo]
+    removed: set[str]  # ids removed, and not added again later
+
+
+def fold(changes: Sequence[Change]) -> FoldedCatalog:
+    """The net effect of ``changes`` (oldest first): what a full export folds in."""
+    added: dict[str, LiveVideo] = {}
+    removed: set[str] = set()
+    for change in changes:
+        added.pop(change.item_id, None)
+        if change.video is None:
+            removed.add(change.item_id)
+        else:
+            removed.discard(change.item_id)
+            added[change.item_id] = change.video
+    seq = changes[-1].seq if changes else 0
+    return FoldedCatalog(seq, list(added.values()), removed)
+
+
 class LiveCatalogStore:
     """The live catalog file; thread-safe (one connection, serialised by a lock)."""
 
