@@ -61,7 +61,14 @@ class ReplyEncoder:
 
     def encode(self, result: RecommendResult, server_started: float) -> bytes:
         """The serialised RecommendResponse for ``result`` (``server_started``: perf_counter)."""
-        heads = self._heads[result.rows].tolist()
+        cache = self._heads
+        if len(result.rows) and int(result.rows.max()) >= len(cache):
+            # Live additions extend the catalog: a longer cache (copied, never resized in
+            # place, so concurrent encoders keep a consistent one).
+            grown = np.full(len(self.catalog.ids), None, dtype=object)
+            grown[: len(cache)] = cache
+            self._heads = cache = grown
+        heads = cache[result.rows].tolist()
         for i, head in enumerate(heads):
             if head is None:
                 heads[i] = self._head(int(result.rows[i]))

@@ -28,6 +28,15 @@ from recsys.inference.candidate_embedder import (
 )
 
 
+def rowwise_dot(vectors: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """``vectors: [m, d] @ query: [d]`` -> float32 ``[m]``, on the calling thread.
+
+    Not through BLAS: OpenBLAS spreads a matrix-vector product of a few thousand rows over
+    its threads, which on a loaded 2-core server took 3-16 ms instead of 0.2 ms (measured).
+    """
+    return np.einsum("ij,j->i", vectors, query).astype(np.float32, copy=False)
+
+
 def age_moment(request_time: int) -> int:
     """The moment upload ages are taken at for a request at ``request_time``: its day start."""
     day = int(SECONDS_PER_DAY)
@@ -103,6 +112,9 @@ def read_freshness_term(
     return FreshnessTerm(embedded[:, -1])
 
 
+_CACHED_DAYS = 8
+
+
 class AgedCatalog:
     """A catalog's age-independent part and upload times: its logits at any moment.
 
@@ -120,12 +132,28 @@ class AgedCatalog:
         self.upload_time = np.asarray(upload_time, dtype=np.int64)
         self._by_upload = np.argsort(self.upload_time, kind="stable")
         self._sorted_upload = self.upload_time[self._by_upload]
+        # Day start -> (cos, sin) of every row: ages change once a day, so a request gathers
+        # its candidates' terms instead of bucketing their ages (a few recent days kept).
+        self._terms: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def day_terms(self, request_time: int) -> tuple[np.ndarray, np.ndarray]:
+        """``cos(psi)``, ``sin(psi)`` float32 ``[n]`` of every row for a request then."""
+        day = age_moment(request_time)
+        terms = self._terms.get(day)
+        if terms is None:
+            sine = self.term.sine(upload_age_days(self.upload_time, day))
+            terms = (np.sqrt(1.0 - np.square(sine)).astype(np.float32), sine)
+            if len(self._terms) >= _CACHED_DAYS:
+                self._terms.pop(min(self._terms), None)
+            self._terms[day] = terms
+        return terms
 
     def logits(self, query: np.ndarray, rows: np.ndarray, request_time: int) -> np.ndarray:
         """Exact logits ``[m]`` of ``query: [d]`` with catalog ``rows: [m]`` for a request at
         ``request_time`` (ages at :func:`age_moment`)."""
-        main, upload = np.take(self.main, rows, axis=0), self.upload_time[rows]
-        return self.term.logits(query, main, upload, age_moment(request_time))
+        cosine, sine = self.day_terms(request_time)
+        dots = rowwise_dot(np.take(self.main, rows, axis=0), query)
+        return (cosine[rows] * dots + query[-1] * sine[rows]).astype(np.float32)
 
     def uploaded(self, rows: np.ndarray, request_time: int) -> np.ndarray:
         """Which ``rows`` were uploaded by ``request_time`` (the others are not served yet)."""

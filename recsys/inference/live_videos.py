@@ -87,7 +87,7 @@ class LiveVideos:
         as ``[main, 0]``; ``publish`` hands each new :class:`LiveDelta` to retrieval;
         ``folded_seq``: the last change the export already holds (later ones are applied).
         """
-        self._publish_to = publish
+        self._subscribers = [publish]
         self.store = store
         self.model_label = model_label
         self.catalog = catalog
@@ -102,7 +102,14 @@ class LiveVideos:
 
     def _publish(self, delta: LiveDelta) -> None:
         self.delta = delta  # the additions and removals served now
-        self._publish_to(delta)
+        for publish in self._subscribers:
+            publish(delta)
+
+    def subscribe(self, publish: Callable[[LiveDelta], None]) -> None:
+        """Hand ``publish`` the current :class:`LiveDelta` and every later one."""
+        with self._lock:
+            self._subscribers.append(publish)
+            publish(self.delta)
 
     # ------------------------------------------------------------------ embedding
 

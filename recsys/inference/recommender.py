@@ -116,8 +116,9 @@ class Recommender:
         self.loaded_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
     def with_options(self, options: RecommenderOptions) -> Recommender:
-        """The same loaded model served with other options (shares every loaded part)."""
-        return Recommender(
+        """The same loaded model served with other options (shares every loaded part, the
+        live catalog included)."""
+        model = Recommender(
             self.path,
             self.manifest,
             self.config,
@@ -131,6 +132,10 @@ class Recommender:
             self._encoded_profiles,
             self.aged,
         )
+        if self.live is not None:
+            model.live = self.live
+            self.live.subscribe(model._retriever.serve_live)
+        return model
 
     @property
     def tower_batcher(self) -> QueryTowerBatcher:

@@ -24,7 +24,7 @@ import numpy as np
 from recsys.index.base import Index
 from recsys.index.scann_index import ScannIndex
 from recsys.inference.candidate_embedder import upload_age_days
-from recsys.inference.freshness import AgedCatalog, age_moment
+from recsys.inference.freshness import AgedCatalog, age_moment, rowwise_dot
 from recsys.inference.live_videos import LiveDelta
 from recsys.inference.served_catalog import ServedCatalog, in_sorted
 
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 # Index candidates per wanted one when the freshness term is re-applied at the request's
 # moment (BENCHMARKS.md measures recall against exact search by this factor).
-FRESH_WIDEN = 2
+FRESH_WIDEN = 1
 # Videos uploaded this recently are all scored exactly (at most YOUNG_LIMIT, the newest):
 # the freshness curve has whole-day buckets up to 10 days.
 YOUNG_DAYS = 10.0
@@ -132,11 +132,12 @@ class Retriever:
         self, live: LiveDelta, query: np.ndarray, fetch: int, category: str | None, moment: int
     ) -> tuple[np.ndarray, np.ndarray]:
         """The best ``fetch`` live additions for ``query`` at ``moment``, scored exactly."""
+        dots = rowwise_dot(live.vectors, query)
         if self.aged is None:
-            logits = live.vectors @ query
+            logits = dots
         else:
             cosine, sine = self._live_freshness(live, moment)
-            logits = cosine * (live.vectors @ query) + query[-1] * sine
+            logits = cosine * dots + query[-1] * sine
         usable = live.active & (live.upload_time <= moment)
         if category is not None:
             code = self.catalog.category_names.index(category)
@@ -229,7 +230,7 @@ class Retriever:
             t = time.perf_counter()
             found, _ = self.search(ask, fetch)
             spent += time.perf_counter() - t
-            rows = np.union1d(found, young)
+            rows = np.union1d(found, young) if len(young) else found
             rows = rows[aged.uploaded(rows, moment)]
             if fetch >= num_items:
                 break
@@ -289,7 +290,7 @@ class Retriever:
         if live is not None and len(live.active):
             at = np.flatnonzero(live.active)
             rows = np.concatenate([rows, live.first_row + at])
-            scores = np.concatenate([scores, (live.vectors[at] @ vector).astype(np.float32)])
+            scores = np.concatenate([scores, rowwise_dot(live.vectors[at], vector)])
         other = rows != row
         rows, scores = self.rank(rows[other], scores[other], removed, None)
         return rows[:k], scores[:k]

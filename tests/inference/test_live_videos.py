@@ -19,6 +19,7 @@ from recsys.artifact.reader import open_version
 from recsys.features.context import RequestContext
 from recsys.inference.candidate_embedder import CandidateEmbedder
 from recsys.inference.recommender import Recommender
+from recsys.inference.request import RecommenderOptions
 from recsys.live.catalog import LiveCatalogStore, LiveVideo, LiveVideoError, catalog_path
 
 DAY = 86_400
@@ -69,6 +70,10 @@ def test_added_video_is_served_with_its_logit_at_the_request(model_dir: Path) ->
     )
     expected = embedder(day_start)[0] @ model.query_embeddings([user], moment)[0]
     assert result.logits[0] == pytest.approx(expected, abs=1e-4)
+    # The same model with other options serves the same live catalog.
+    other = model.with_options(RecommenderOptions(overfetch=2))
+    again = other.recommend(RequestContext(request_time=moment), user, 5, category="brand-new")
+    assert again.catalog.describe(again.rows)[0] == ["live-1"]
     # Not uploaded yet at an earlier request: not served.
     early = model.recommend(
         RequestContext(request_time=video.upload_time - 1), user, 5, category="brand-new"
