@@ -132,6 +132,8 @@ class Recommender:
             self._encoded_profiles,
             self.aged,
         )
+        # Index positions -> catalog rows as mapped at load (removed ids have left row_of since).
+        model._retriever.share_rows(self._retriever)
         if self.live is not None:
             model.live = self.live
             self.live.subscribe(model._retriever.serve_live)

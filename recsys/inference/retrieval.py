@@ -60,7 +60,7 @@ class Retriever:
         self.index = index
         self.aged = aged
         # The export's rows (the index's); live additions are rows from here on.
-        self._base_size = len(catalog.ids)
+        self._base_size = len(index)
         self.live: LiveDelta | None = None  # replaced whole by LiveVideos on each change
         self._live_terms: tuple[int, int, np.ndarray, np.ndarray] | None = None
         self.catalog = catalog
@@ -78,6 +78,10 @@ class Retriever:
             log.warning(
                 "leaves_to_search / reorder_k ignored: the %s index searches exactly", index.kind
             )
+
+    def share_rows(self, other: Retriever) -> None:
+        """Map index positions as ``other`` (over the same index and catalog) does."""
+        self._catalog_row_at = other._catalog_row_at
 
     def serve_live(self, delta: LiveDelta) -> None:
         """Search ``delta``'s additions beside the index and hide its removals from now on."""

@@ -124,7 +124,8 @@ def test_retriever_ranks_with_the_ages_at_the_request(world, days_after: int) ->
     found = 0
     for _ in range(20):
         query = _unit(rng.normal(size=DIM))
-        rows, logits, _ = retriever.candidates(query, 10, none, None, moment)
+        # 40 candidates for a top 10, as serving overfetches (RecommenderOptions.overfetch 4).
+        rows, logits, _ = retriever.candidates(query, 40, none, None, moment)
         rows, logits = retriever.rank(rows, logits, none, None)
         assert (upload[rows] <= moment).all()  # nothing uploaded after the request
         truth = term.embeddings(main, upload, moment) @ query
