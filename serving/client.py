@@ -361,6 +361,18 @@ class RecommenderClient:
             profile_store=m.profile_store,
         )
 
+    def add_videos(self, videos: Sequence[pb2.NewVideo]) -> int:
+        """Add new videos to the served catalog (durable once this returns); how many."""
+        request = pb2.AddVideosRequest(videos=list(videos))
+        reply = self._call("AddVideos", lambda t: self._stub.AddVideos(request, timeout=t))
+        return int(reply.added)
+
+    def remove_videos(self, item_ids: Sequence[str]) -> int:
+        """Stop serving videos (durable once this returns); how many."""
+        request = pb2.RemoveVideosRequest(item_ids=list(item_ids))
+        reply = self._call("RemoveVideos", lambda t: self._stub.RemoveVideos(request, timeout=t))
+        return int(reply.removed)
+
     def is_serving(self) -> bool:
         """Whether the server's health check says SERVING for the Recommender service."""
         try:

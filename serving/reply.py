@@ -66,7 +66,14 @@ class ReplyEncoder:
 
         ``store_unavailable``: the profile store could not be read (the reply's flag).
         """
-        heads = self._heads[result.rows].tolist()
+        cache = self._heads
+        if len(result.rows) and int(result.rows.max()) >= len(cache):
+            # Live additions extend the catalog: a longer cache (copied, never resized in
+            # place, so concurrent encoders keep a consistent one).
+            grown = np.full(len(self.catalog.ids), None, dtype=object)
+            grown[: len(cache)] = cache
+            self._heads = cache = grown
+        heads = cache[result.rows].tolist()
         for i, head in enumerate(heads):
             if head is None:
                 heads[i] = self._head(int(result.rows[i]))

@@ -4,7 +4,9 @@ One process serves one model name from ``artifacts/<name>/``. A watcher thread p
 ``LATEST``; a new version is loaded beside the served one, verified (sha256 of every file,
 then a probe query through every stage) and swapped in atomically; a version that fails
 is refused, logged, and the old one keeps serving. Health says SERVING only while a model
-is loaded. SIGTERM / SIGINT: NOT_SERVING first (load balancers drain), then the server
+is loaded. A second watcher applies the live catalog's changes (videos added or removed
+through any replica, ``recsys.live.catalog``) every :data:`LIVE_POLL_S`. SIGTERM / SIGINT:
+NOT_SERVING first (load balancers drain), then the server
 stops accepting calls and lets running ones finish within the grace period.
 
 Sizing for 2 cores (measured, see benchmarks/bench_serving.py): Python holds the GIL for
@@ -39,6 +41,7 @@ from grpc_reflection.v1alpha import reflection
 from recsys.artifact.versions import ArtifactError, resolve_version
 from recsys.inference.recommender import Recommender
 from recsys.inference.request import ModelLoadError, RecommenderOptions
+from recsys.live.catalog import catalog_path
 from recsys.live.profile_store import Caps, ProfileStore, ProfileStoreError
 from recsys.live.registry import EMBEDDED, default_store_path, open_profile_store
 from recsys_serving.options import DEFAULT_WORKERS, PROFILE_STORE_ENV, add_arguments
@@ -47,6 +50,9 @@ from recsys_serving.replicas import SUPERVISOR_ENV, die_with_parent, serve_repli
 from recsys_serving.servicer import ModelSlot, RecommenderServicer, add_to_server
 
 log = logging.getLogger(__name__)
+
+# How often each process reads the live catalog's new changes (other replicas' additions).
+LIVE_POLL_S = 0.5
 
 MiB = 1 << 20
 
@@ -146,6 +152,7 @@ class RecommenderServer:
         self._server = self._configure_server()
         self._stopped = threading.Event()
         self._watcher: threading.Thread | None = None
+        self._live_watcher: threading.Thread | None = None
         self._refused: dict[str, int] = {}  # version -> manifest mtime when refused
         self._reload_lock = threading.Lock()
         self._last_problem = ""
@@ -202,7 +209,21 @@ class RecommenderServer:
             self.reload_now()
         self._watcher = threading.Thread(target=self._watch, name="model-watcher", daemon=True)
         self._watcher.start()
+        self._live_watcher = threading.Thread(
+            target=self._watch_live, name="live-catalog-watcher", daemon=True
+        )
+        self._live_watcher.start()
         return self.port
+
+    def _watch_live(self) -> None:
+        """Apply the live catalog's changes other processes log, every LIVE_POLL_S."""
+        while not self._stopped.wait(LIVE_POLL_S):
+            model = self.slot.get()
+            try:
+                if model is not None:
+                    model.refresh_live()
+            except Exception:  # the watcher must outlive any surprise
+                log.exception("live catalog watcher: unexpected error")
 
     def _watch(self) -> None:
         while not self._stopped.wait(self.config.reload_interval_s):
@@ -231,7 +252,9 @@ class RecommenderServer:
                 return False
             started = time.perf_counter()
             try:
-                model = Recommender.load(version_dir, self.config.options)
+                model = Recommender.load(
+                    version_dir, self.config.options, live_catalog=catalog_path(self.model_dir)
+                )
             except ModelLoadError as exc:
                 self._refused[version_dir.name] = stamp
                 keeps = f"still serving {current.version}" if current else "not serving"

@@ -25,10 +25,18 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
+import numpy as np
 
-from recsys.features.limits import check_id
+from recsys.features.limits import FieldError, check_id, check_ids
 from recsys.inference.recommender import Recommender
-from recsys.inference.request import MAX_K, RecommendResult, UnknownItemError, UnknownUserError
+from recsys.inference.request import (
+    MAX_K,
+    LiveCatalogUnavailableError,
+    RecommendResult,
+    UnknownItemError,
+    UnknownUserError,
+)
+from recsys.live.catalog import LiveVideo
 from recsys.live.events import check_batch
 from recsys.live.profile_store import ProfileStore, ProfileStoreUnavailableError
 from recsys.live.profiles import LiveProfile
@@ -40,6 +48,8 @@ log = logging.getLogger(__name__)
 
 Message = Any  # a generated request message
 Handler = Callable[[Message, grpc.ServicerContext], object]
+
+MAX_LIVE_VIDEOS = 10_000  # per AddVideos / RemoveVideos call
 
 
 class RequestError(Exception):
@@ -198,6 +208,48 @@ class RecommenderServicer(pb2_grpc.RecommenderServicer):
             profile_store="" if self._store is None else self._store.url,
         )
 
+    # ---------------------------------------------------------------- live catalog
+
+    def AddVideos(  # noqa: N802
+        self, request: pb2.AddVideosRequest, context: grpc.ServicerContext
+    ) -> pb2.AddVideosResponse:
+        """Embed, log durably and serve new videos (see the .proto)."""
+        if not 1 <= len(request.videos) <= MAX_LIVE_VIDEOS:
+            raise FieldError(f"videos must hold 1..{MAX_LIVE_VIDEOS}, got {len(request.videos)}")
+        videos = [
+            LiveVideo(
+                item_id=check_id(v.item_id, f"videos[{i}].item_id"),
+                title=v.title,
+                category=v.category,
+                channel=v.channel,
+                upload_time=v.upload_time,
+                duration=v.duration,
+                content=np.asarray(v.content_embedding, dtype=np.float32)
+                if len(v.content_embedding)
+                else None,
+            )
+            for i, v in enumerate(request.videos)
+        ]
+        model = self._model()
+        added = model.add_videos(videos)
+        return pb2.AddVideosResponse(added=added, model_version=model.version)
+
+    def RemoveVideos(  # noqa: N802
+        self, request: pb2.RemoveVideosRequest, context: grpc.ServicerContext
+    ) -> pb2.RemoveVideosResponse:
+        """Stop serving videos, durably (see the .proto)."""
+        ids = check_ids(request.item_ids, "item_ids", MAX_LIVE_VIDEOS)
+        if not ids:
+            raise FieldError("item_ids is empty")
+        model = self._model()
+        unknown = [i for i in ids if i not in model.catalog.row_of]
+        if unknown:
+            raise RequestError(
+                grpc.StatusCode.NOT_FOUND,
+                f"item_ids {unknown[:5]} are not in the served catalog of {model.version}",
+            )
+        return pb2.RemoveVideosResponse(removed=model.remove_videos(ids))
+
 
 def _json_default(value: object) -> object:
     if isinstance(value, float) and not math.isfinite(value):
@@ -213,6 +265,8 @@ def _status(method: str, exc: Exception) -> tuple[grpc.StatusCode, str]:
         return grpc.StatusCode.NOT_FOUND, str(exc.args[0])
     if isinstance(exc, ProfileStoreUnavailableError):
         return grpc.StatusCode.UNAVAILABLE, f"profile store unavailable: {exc}; retry"
+    if isinstance(exc, LiveCatalogUnavailableError):
+        return grpc.StatusCode.FAILED_PRECONDITION, str(exc)
     if isinstance(exc, ValueError):  # the library's own argument checks
         return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
     log.error("%s failed", method, exc_info=exc)
@@ -276,6 +330,8 @@ def add_to_server(servicer: RecommenderServicer, server: grpc.Server) -> None:
         "SimilarItems": (servicer.SimilarItems, pb2.SimilarItemsRequest),
         "GetModelInfo": (servicer.GetModelInfo, pb2.GetModelInfoRequest),
         "RecordEvents": (servicer.RecordEvents, pb2.RecordEventsRequest),
+        "AddVideos": (servicer.AddVideos, pb2.AddVideosRequest),
+        "RemoveVideos": (servicer.RemoveVideos, pb2.RemoveVideosRequest),
     }
     handlers = {
         name: grpc.unary_unary_rpc_method_handler(

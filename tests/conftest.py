@@ -128,3 +128,17 @@ def attention_artifact(tiny_world: Path, tmp_path_factory: pytest.TempPathFactor
     result = train(tiny_world, artifacts, name="attention", config=config, progress=False)
     assert result.version_dir is not None
     return result.version_dir
+
+
+@pytest.fixture(scope="session")
+def fresh_artifact(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model with the freshness term, trained one epoch on the tiny world: its version dir."""
+    from recsys.config import load_config
+    from recsys_training.job import train
+
+    artifacts = tmp_path_factory.mktemp("fresh-artifacts")
+    overrides = [*TINY_TRAIN_OVERRIDES, "train.epochs=1", "model.freshness=true"]
+    config = load_config(None, overrides)
+    result = train(tiny_world, artifacts, name="fresh", config=config, progress=False)
+    assert result.version_dir is not None
+    return result.version_dir

@@ -60,11 +60,14 @@ def export_artifact(
     build_index: bool = True,
     tuning_queries: np.ndarray | None = None,
     index_kind: IndexKind = "auto",
+    live_catalog_seq: int = 0,
 ) -> Path:
     """Write the artifact version and point ``LATEST`` at it; returns the version folder.
 
     ``tuning_queries`` (query embeddings ``[n, d]``, the job's held-out examples): a ScaNN
     tree index gets the fastest search setting that finds 95% of their exact top 100.
+    ``live_catalog_seq``: the last live-catalog change folded into ``items`` (recorded as
+    ``manifest.data["live_catalog_seq"]``; serving applies the later ones).
     """
     # TensorFlow: imported when exporting, so that importing this module stays light.
     from recsys.model.two_tower import embed_candidates
@@ -77,7 +80,7 @@ def export_artifact(
         name=name,
         version="",
         config=config.to_dict(),
-        data=_data_entry(data, example_set),
+        data=_data_entry(data, example_set) | {"live_catalog_seq": int(live_catalog_seq)},
         metrics=metrics,
     )
     settings = ModelSettings(

@@ -49,6 +49,7 @@ from recsys_training.callbacks import (
     query_embeddings,
 )
 from recsys_training.export import export_artifact
+from recsys_training.live_fold import fold_live_catalog
 from recsys_training.strategy import choose_strategy, configure_threads, enable_mixed_precision
 
 if TYPE_CHECKING:
@@ -367,14 +368,17 @@ def _export(
 ) -> Path | None:
     """Export the artifact version on the chief; None on the other workers."""
     target = artifacts if is_chief else Path(tempfile.mkdtemp(prefix="recsys-worker-export-"))
+    items_df, items, live_seq = fold_live_catalog(
+        Path(artifacts) / name, inputs.items_df, inputs.items, inputs.vocabs, config
+    )
     version_dir = export_artifact(
         model,
         target,
         name,
         config=config,
         vocabs=inputs.vocabs,
-        items=inputs.items,
-        items_df=inputs.items_df,
+        items=items,
+        items_df=items_df,
         reference_time=inputs.reference_time,
         data=data,
         example_set=inputs.example_set,
@@ -382,6 +386,7 @@ def _export(
         build_index=build_index and is_chief,
         index_kind=index_kind,
         tuning_queries=tuning_queries if build_index and is_chief else None,
+        live_catalog_seq=live_seq,
     )
     if not is_chief:
         # Every worker takes part in saving (variables are synchronised), only the chief keeps it.

@@ -15,11 +15,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from recsys.artifact.catalog import read_catalog
 from recsys.artifact.layout import (
     CANDIDATE_MODEL_DIR,
     INDEX_DIR,
+    ITEMS_FILE,
     QUERY_MODEL_DIR,
     VOCAB_FILE,
 )
@@ -30,6 +32,9 @@ from recsys.features import contract as F
 from recsys.features.vocab import Vocabularies, Vocabulary
 from recsys.index.registry import load_index
 from recsys.inference.candidate_embedder import STRING_FEATURES, CandidateEmbedder
+from recsys.inference.freshness import AgedCatalog, age_independent, read_freshness_term
+from recsys.inference.retrieval import Retriever
+from recsys.inference.served_catalog import served_catalog
 
 log = logging.getLogger(__name__)
 
@@ -132,17 +137,32 @@ class ArtifactModel:
         )
         return rank_by_day(query_embeddings, query_times, embed, upload, k, excluded)
 
-    def rank_served(self, query_embeddings: np.ndarray, k: int) -> tuple[np.ndarray, str] | None:
-        """Top-``k`` rows ``[n, k]`` from the served index, and its kind; None without one."""
+    def rank_served(
+        self, query_embeddings: np.ndarray, query_times: np.ndarray, k: int
+    ) -> tuple[np.ndarray, str] | None:
+        """Top-``k`` rows ``[n, k]`` as serving retrieves them at each query's time (Unix s,
+        ``[n]``), and the index's kind; None without an index. Slots past the catalog: -1."""
         index_dir = self.version_dir / INDEX_DIR
         if not index_dir.is_dir():
             return None
         index = load_index(index_dir, expected_dim=self.item_embeddings.shape[1])
-        ids, _ = index.search_batch(query_embeddings, k)
-        rows = pd.Index(self.items["item_id"].astype(str)).get_indexer(
-            np.asarray(ids, dtype=object).reshape(-1)
-        )
-        return rows.reshape(ids.shape).astype(np.int64), str(index.config.kind)
+        table = pa.Table.from_pandas(self.items, preserve_index=False)
+        catalog = served_catalog(table, self.version_dir / ITEMS_FILE)
+        aged = None
+        if self.config.model.freshness:
+            term = read_freshness_term(
+                self.version_dir / CANDIDATE_MODEL_DIR, self.content_dim, self.reference_time
+            )
+            upload = self.items["upload_time"].to_numpy(np.int64)
+            aged = AgedCatalog(term, age_independent(self.item_embeddings), upload)
+        retriever = Retriever(index, catalog, self.item_embeddings, aged=aged)
+        out = np.full((len(query_embeddings), k), -1, dtype=np.int64)
+        none = np.empty(0, dtype=np.int64)
+        for i, (query, moment) in enumerate(zip(query_embeddings, query_times, strict=True)):
+            rows, logits, _ = retriever.candidates(query, k, none, None, int(moment))
+            rows, _ = retriever.rank(rows, logits, none, None)
+            out[i, : min(k, len(rows))] = rows[:k]
+        return out, str(index.config.kind)
 
 
 def _vocab_map(src: Vocabulary, dst: Vocabulary) -> np.ndarray:

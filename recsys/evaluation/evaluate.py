@@ -273,13 +273,14 @@ def rank_model_exact(
 def rank_model_served(
     model: ArtifactModel,
     q_emb: np.ndarray,
+    query_times: np.ndarray,
     exact: np.ndarray,
     ks: Sequence[int],
     warnings: list[str],
     queries: Queries,
 ) -> tuple[np.ndarray | None, dict[str, Any]]:
-    """The served index's top-``max(ks)`` (None without an index) and what it is."""
-    served = model.rank_served(q_emb, queries.fetch(max(ks)))
+    """The served index's top-``max(ks)`` at each query's time (None without an index)."""
+    served = model.rank_served(q_emb, query_times, queries.fetch(max(ks)))
     if served is None:
         warnings.append(f"{model.label} has no index: served-index numbers are left out")
         return None, {"kind": None}
@@ -529,7 +530,7 @@ def rank_all(
         q_emb, ranked["model_exact"] = rank_model_exact(model, queries, k, progress)
     with timer("model_index"):
         served, index_info = rank_model_served(
-            model, q_emb, ranked["model_exact"], ks, warnings, queries
+            model, q_emb, queries.times, ranked["model_exact"], ks, warnings, queries
         )
         if served is not None:
             ranked["model_index"] = served

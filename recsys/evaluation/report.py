@@ -113,10 +113,11 @@ def _headline_blocks(result: Mapping[str, Any]) -> list[Block]:
             Block(
                 "p",
                 "Index recall: the share of the exact top-K that the served index also returns. "
-                "The served index holds the catalog embedded at the training cut-off (upload "
-                "ages frozen then, later uploads included); exact search embeds the catalog as "
-                "it stood on each query's day, so the difference is the index's approximation "
-                "plus its staleness (rebuild the index daily to remove the latter).",
+                "Served as the service serves each query at its own time: the index's "
+                "candidates re-scored with upload ages at the start of the query's day (as "
+                "trained), videos uploaded by the query's time included; exact search ranks "
+                "the catalog as it stood at the start of the query's day, so the difference is "
+                "the index's approximation plus the videos uploaded that day before the query.",
             )
         )
     headers = ["Method"]

@@ -62,6 +62,11 @@ QUERY_FEATURES = (
 CANDIDATE_FEATURES = (ITEM, CHANNEL, CATEGORY, TITLE_TOKENS, UPLOAD_AGE, CONTENT_EMBEDDING)
 
 SECONDS_PER_DAY = 86_400.0
+# Bucket edges (days since upload) of the learned freshness curve: whole days while a video
+# is fresh, coarser later. Bucket 0 is [0, 1 day).
+FRESHNESS_EDGES_DAYS: tuple[float, ...] = (
+    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 14, 17, 21, 28, 35, 45, 60, 90, 180, 365, 730,
+)  # fmt: skip
 # Gaps are capped at a year; "no such event" reads as a year ago (long enough to mean nothing).
 MAX_GAP_MINUTES = 525_600.0
 

@@ -8,6 +8,7 @@ catalog as it stood on each day of an evaluation.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -61,17 +62,38 @@ class CandidateEmbedder:
                 f"{'takes' if wants_content else 'has no'} content_embedding input, but "
                 "config.json content_dim says otherwise: the artifact is inconsistent"
             )
-        self._inputs: dict[str, np.ndarray] = {n: strings[n] for n in STRING_FEATURES}
-        if content_embedding is not None:
-            self._inputs[CONTENT_COLUMN] = np.asarray(content_embedding, dtype=np.float32)
-        unknown = sorted(set(self._wanted) - set(self._inputs) - {UPLOAD_AGE})
+        unknown = sorted(set(self._wanted) - set(STRING_FEATURES) - {CONTENT_COLUMN, UPLOAD_AGE})
         if unknown:
             raise ArtifactError(
                 f"{candidate_model}: the candidate model's {CANDIDATE_SIGNATURE} signature "
                 f"takes inputs {unknown} that a canonical items file does not provide"
             )
-        self._upload_time = np.asarray(upload_time, dtype=np.int64)
         self._batch_size = batch_size
+        self._bind(strings, upload_time, content_embedding)
+
+    def _bind(
+        self,
+        strings: dict[str, np.ndarray],
+        upload_time: np.ndarray,
+        content_embedding: np.ndarray | None,
+    ) -> None:
+        self._inputs: dict[str, np.ndarray] = {n: strings[n] for n in STRING_FEATURES}
+        if content_embedding is not None:
+            self._inputs[CONTENT_COLUMN] = np.asarray(content_embedding, dtype=np.float32)
+        self._upload_time = np.asarray(upload_time, dtype=np.int64)
+
+    def with_videos(
+        self,
+        strings: dict[str, np.ndarray],
+        upload_time: np.ndarray,
+        content_embedding: np.ndarray | None,
+    ) -> CandidateEmbedder:
+        """Another catalog embedded by the same loaded model (no second load)."""
+        if (CONTENT_COLUMN in self._wanted) != (content_embedding is not None):
+            raise ValueError("content_embedding must be given exactly when the model takes it")
+        other = copy.copy(self)
+        other._bind(strings, upload_time, content_embedding)
+        return other
 
     def __len__(self) -> int:
         """Videos in the catalog."""

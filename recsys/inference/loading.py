@@ -18,6 +18,7 @@ import numpy as np
 
 from recsys.artifact.catalog import read_catalog
 from recsys.artifact.layout import (
+    CANDIDATE_MODEL_DIR,
     INDEX_DIR,
     ITEMS_FILE,
     PROFILES_FILE,
@@ -33,6 +34,7 @@ from recsys.features.context import RequestContext, encode_request
 from recsys.features.vocab import Vocabularies
 from recsys.index.base import Index, IndexLoadError
 from recsys.index.registry import load_index
+from recsys.inference.freshness import AgedCatalog, age_independent, read_freshness_term
 from recsys.inference.query_tower import QueryTower, TowerLoadError, load_query_tower
 from recsys.inference.request import ModelLoadError, RecommenderOptions
 from recsys.inference.served_catalog import (
@@ -58,6 +60,7 @@ class ModelFiles:
     catalog: ServedCatalog
     embeddings: np.ndarray
     profiles: Profiles | None
+    aged: AgedCatalog | None  # the freshness term at any moment; None: the model has none
 
 
 def read_model_files(path: Path, options: RecommenderOptions, verify: bool = True) -> ModelFiles:
@@ -89,7 +92,7 @@ def read_model_files(path: Path, options: RecommenderOptions, verify: bool = Tru
     except (IndexLoadError, OSError, ValueError) as exc:
         raise ModelLoadError(f"{path / INDEX_DIR}: {exc}") from exc
     try:
-        files = read_catalog(version, columns=SERVED_COLUMNS)
+        files = read_catalog(version, columns=(*SERVED_COLUMNS, "upload_time"))
         catalog = served_catalog(files.items, path / ITEMS_FILE)
     except (ArtifactError, CatalogLoadError) as exc:
         raise ModelLoadError(str(exc)) from exc
@@ -106,8 +109,20 @@ def read_model_files(path: Path, options: RecommenderOptions, verify: bool = Tru
             raise ModelLoadError(str(exc)) from exc
     else:
         log.warning("%s: no %s; requests need an explicit context", path, PROFILES_FILE)
+    aged = None
+    if config.model.freshness:
+        try:
+            term = read_freshness_term(
+                path / CANDIDATE_MODEL_DIR,
+                version.settings.content_dim,
+                version.settings.reference_time,
+            )
+        except (ArtifactError, ValueError) as exc:
+            raise ModelLoadError(f"{path / CANDIDATE_MODEL_DIR}: {exc}") from exc
+        upload_time = files.items.column("upload_time").to_numpy().astype(np.int64)
+        aged = AgedCatalog(term, age_independent(embeddings), upload_time)
     return ModelFiles(
-        path, version.manifest, config, vocabs, tower, index, catalog, embeddings, profiles
+        path, version.manifest, config, vocabs, tower, index, catalog, embeddings, profiles, aged
     )
 
 

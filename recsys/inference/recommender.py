@@ -30,17 +30,22 @@ from typing import Any
 
 import numpy as np
 
-from recsys.artifact.layout import EMBEDDINGS_FILE
+from recsys.artifact.layout import CANDIDATE_MODEL_DIR, CONFIG_FILE, EMBEDDINGS_FILE
 from recsys.artifact.profiles import Profiles
+from recsys.artifact.settings import read_settings
 from recsys.artifact.versions import Manifest
 from recsys.config import Config
 from recsys.features.context import RequestContext, encode_request
 from recsys.features.vocab import Vocabularies
 from recsys.index.base import Index
+from recsys.inference.candidate_embedder import STRING_FEATURES, CandidateEmbedder
+from recsys.inference.freshness import AgedCatalog
+from recsys.inference.live_videos import LiveVideos
 from recsys.inference.loading import read_model_files
 from recsys.inference.profile_features import EncodedProfiles, ProfileQuery
 from recsys.inference.query_tower import QueryTower, QueryTowerBatcher
 from recsys.inference.request import (
+    LiveCatalogUnavailableError,
     ModelInfo,
     ModelLoadError,
     RecommenderOptions,
@@ -56,6 +61,7 @@ from recsys.inference.request import (
 )
 from recsys.inference.retrieval import Retriever
 from recsys.inference.served_catalog import ServedCatalog
+from recsys.live.catalog import LiveCatalogStore, LiveVideo
 from recsys.live.profiles import LiveProfile, merge_profile
 
 log = logging.getLogger(__name__)
@@ -81,6 +87,7 @@ class Recommender:
         profiles: Profiles | None,
         options: RecommenderOptions,
         encoded_profiles: EncodedProfiles | None = None,
+        aged: AgedCatalog | None = None,
     ) -> None:
         """Assemble from loaded parts (profiles are encoded unless given); use :meth:`load`."""
         self.path = path
@@ -97,8 +104,10 @@ class Recommender:
         # again row by row, so it gets batches of one (the batcher still orders the callers).
         batch = options.max_batch if query_tower.runtime == "savedmodel" else 1
         self._tower = QueryTowerBatcher(query_tower, batch)
+        self.aged = aged
+        self.live: LiveVideos | None = None
         self._retriever = Retriever(
-            index, catalog, embeddings, options.leaves_to_search, options.reorder_k
+            index, catalog, embeddings, options.leaves_to_search, options.reorder_k, aged
         )
         if encoded_profiles is None and profiles is not None:
             encoded_profiles = EncodedProfiles(
@@ -109,8 +118,9 @@ class Recommender:
         self.loaded_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
     def with_options(self, options: RecommenderOptions) -> Recommender:
-        """The same loaded model served with other options (shares every loaded part)."""
-        return Recommender(
+        """The same loaded model served with other options (shares every loaded part, the
+        live catalog included)."""
+        model = Recommender(
             self.path,
             self.manifest,
             self.config,
@@ -122,7 +132,14 @@ class Recommender:
             self.profiles,
             options,
             self._encoded_profiles,
+            self.aged,
         )
+        # Index positions -> catalog rows as mapped at load (removed ids have left row_of since).
+        model._retriever.share_rows(self._retriever)
+        if self.live is not None:
+            model.live = self.live
+            self.live.subscribe(model._retriever.serve_live)
+        return model
 
     @property
     def tower_batcher(self) -> QueryTowerBatcher:
@@ -155,11 +172,14 @@ class Recommender:
         version_dir: str | Path,
         options: RecommenderOptions | None = None,
         verify: bool = True,
+        live_catalog: Path | None = None,
     ) -> Recommender:
         """Load and check a version folder; ModelLoadError saying what is wrong otherwise.
 
         Verifies every file's sha256 against the manifest (unless ``verify`` is False), then
-        runs a probe query through every stage.
+        runs a probe query through every stage. ``live_catalog``: the live catalog file
+        (:func:`recsys.live.catalog.catalog_path`) whose additions and removals are served
+        too (None: the export's catalog only).
         """
 
         path = Path(version_dir)
@@ -177,8 +197,11 @@ class Recommender:
             files.embeddings,
             files.profiles,
             options,
+            aged=files.aged,
         )
         model.probe()
+        if live_catalog is not None:
+            model.attach_live(LiveCatalogStore(live_catalog))
         log.info(
             "loaded model %s/%s (%d items, dim %d, %s index, %s query tower, %d profiles) "
             "in %.1f s",
@@ -192,6 +215,52 @@ class Recommender:
             time.perf_counter() - started,
         )
         return model
+
+    # ------------------------------------------------------------------ live catalog
+
+    def attach_live(self, store: LiveCatalogStore) -> None:
+        """Serve ``store``'s additions and removals too, applying those logged so far."""
+        settings = read_settings(self.path / CONFIG_FILE)
+        candidate_model = self.path / CANDIDATE_MODEL_DIR
+        content_dim = settings.content_dim
+
+        def load_embedder() -> CandidateEmbedder:
+            none = np.zeros(0, dtype=object)
+            strings = dict.fromkeys(STRING_FEATURES, none)
+            content = None if content_dim is None else np.zeros((0, content_dim), np.float32)
+            return CandidateEmbedder(candidate_model, strings, np.zeros(0, np.int64), content)
+
+        live = LiveVideos(
+            store,
+            f"{self.name}/{self.version}",
+            self._catalog,
+            load_embedder,
+            content_dim,
+            settings.reference_time,
+            self.aged is not None,
+            int(self.embeddings.shape[1]),
+            self._retriever.serve_live,
+            int(self.manifest.data.get("live_catalog_seq", 0) or 0),
+        )
+        applied = live.refresh()
+        self.live = live
+        log.info("live catalog %s: %d changes applied", store.path, applied)
+
+    def add_videos(self, videos: Sequence[LiveVideo]) -> int:
+        """Embed, log durably and serve ``videos``; ValueError names a bad video and field."""
+        if self.live is None:
+            raise LiveCatalogUnavailableError("this server has no live catalog")
+        return self.live.add(videos)
+
+    def remove_videos(self, item_ids: Sequence[str]) -> int:
+        """Log durably and stop serving ``item_ids``; ValueError names unknown ones."""
+        if self.live is None:
+            raise LiveCatalogUnavailableError("this server has no live catalog")
+        return self.live.remove(item_ids)
+
+    def refresh_live(self) -> int:
+        """Apply the live catalog's changes logged by other processes; how many."""
+        return 0 if self.live is None else self.live.refresh()
 
     def probe(self) -> None:
         """Run test queries through every stage; ModelLoadError if any answer is wrong."""
@@ -313,8 +382,11 @@ class Recommender:
         ):
             row = encoded.profiles.row_of(user_id)
             if row is not None:  # the stored history: encoded at load, no strings per request
-                query = encoded.query(row, _moment(ctx), ctx)
-                return self._score_query(query, exclude_watched, exclude_ids, k, category, started)
+                moment = _moment(ctx)
+                query = encoded.query(row, moment, ctx)
+                return self._score_query(
+                    query, moment, exclude_watched, exclude_ids, k, category, started
+                )
         if user_id:
             request_time = None if ctx is None else ctx.request_time
             profile = self.profiles.context(user_id, request_time) if self.profiles else None
@@ -353,9 +425,10 @@ class Recommender:
             events = encoded.encode_live(live, self._catalog.rows_or_missing)
             row = encoded.profiles.row_of(user_id)
             if encoded.follows(row, events):
-                query = encoded.query_live(row, _moment(ctx), events, _demographics(ctx, live))
+                moment = _moment(ctx)
+                query = encoded.query_live(row, moment, events, _demographics(ctx, live))
                 result = self._score_query(
-                    query, exclude_watched, exclude_ids, k, category, started
+                    query, moment, exclude_watched, exclude_ids, k, category, started
                 )
                 return dataclasses.replace(result, live_events=live.num_events)
         base = self.profiles.context(user_id) if self.profiles is not None else None
@@ -366,13 +439,14 @@ class Recommender:
     def _score_query(
         self,
         query: ProfileQuery,
+        moment: int,
         exclude_watched: bool,
         exclude_ids: Sequence[str],
         k: int,
         category: str | None,
         started: float,
     ) -> RecommendResult:
-        """A stored profile's query (its features ready) scored, with its exclusions."""
+        """A stored profile's query at ``moment`` (features ready) scored with its exclusions."""
         excluded = query.watched_rows if exclude_watched else self._no_rows
         if exclude_ids:
             excluded = np.concatenate([excluded, self._catalog.rows(exclude_ids)])
@@ -383,6 +457,7 @@ class Recommender:
             True,
             k,
             category,
+            moment,
             started,
             time.perf_counter(),
         )
@@ -434,6 +509,7 @@ class Recommender:
             used_profile,
             k,
             category,
+            ctx.request_time,
             t0,
             time.perf_counter(),
         )
@@ -446,18 +522,20 @@ class Recommender:
         used_profile: bool,
         k: int,
         category: str | None,
+        request_time: int,
         t0: float,
         t1: float,
     ) -> RecommendResult:
         """Tower, index (with its exact re-scoring), ranking and softmax for one query.
 
-        ``excluded_rows``: sorted catalog rows never returned; ``t0``/``t1``: perf_counter at
-        the request's start and when its features were ready (for the stage timings).
+        ``excluded_rows``: sorted catalog rows never returned; ``request_time``: the moment
+        upload ages are taken at; ``t0``/``t1``: perf_counter at the request's start and when
+        its features were ready (for the stage timings).
         """
         query = self._tower(features)
         t2 = time.perf_counter()
         candidates, scores, index_s = self._retriever.candidates(
-            query, self.options.num_candidates(k), excluded_rows, category
+            query, self.options.num_candidates(k), excluded_rows, category, request_time
         )
         t3 = time.perf_counter()
         rows, logits = self._retriever.rank(candidates, scores, excluded_rows, category)

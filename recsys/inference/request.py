@@ -31,6 +31,10 @@ class UnknownUserError(LookupError):
     """A request named a user without a profile and gave no context."""
 
 
+class LiveCatalogUnavailableError(Exception):
+    """Videos were to be added or removed, but the model serves no live catalog."""
+
+
 class UnknownItemError(LookupError):
     """A request named a video that is not in the model's catalog."""
 

@@ -53,6 +53,35 @@ class ServedCatalog:
             [name(c) for c in self.category_code[rows].tolist()],
         )
 
+    def extend(self, ids: list[str], titles: list[str], categories: list[str]) -> None:
+        """Append videos as rows ``len(ids)..`` (live additions; ``row_of`` is the caller's).
+
+        Each array is replaced by a longer copy, never changed in place, so a reader holding
+        rows it got before sees the same values; callers publish the new rows after this.
+        """
+        names = list(self.category_names)
+        codes = []
+        for category in categories:
+            if not category:
+                codes.append(-1)
+                continue
+            if category not in names:
+                names.append(category)
+            codes.append(names.index(category))
+        first = len(self.ids)
+        new_codes = np.asarray(codes, dtype=np.int32)
+        self.category_names = names
+        self.category_code = np.concatenate([self.category_code, new_codes])
+        self.titles = np.concatenate([self.titles, np.array(titles, dtype=object)])
+        self.ids = np.concatenate([self.ids, np.array(ids, dtype=object)])
+        rows = first + np.arange(len(ids), dtype=np.int64)
+        category_rows = dict(self.category_rows)
+        for code in np.unique(new_codes[new_codes >= 0]).tolist():
+            name = names[code]
+            old = category_rows.get(name, np.empty(0, dtype=np.int64))
+            category_rows[name] = np.concatenate([old, rows[new_codes == code]])
+        self.category_rows = category_rows
+
     def category_name(self, code: int) -> str:
         """The category of code ``code`` ("" for -1, no category)."""
         return self.category_names[code] if code >= 0 else ""

@@ -34,11 +34,6 @@ _AGE_SCALE_YEARS = 15.0
 # Durations in days (example age, upload age) span 0 .. years with most mass near 0: a log
 # scale puts one day at 0.12, a month at 0.58 and a year at 1.0.
 _DAYS_SCALE = 365.0
-# Bucket edges (days since upload) of the learned freshness curve: whole days while a video
-# is fresh, coarser later. Bucket 0 is [0, 1 day).
-FRESHNESS_EDGES_DAYS: tuple[float, ...] = (
-    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 14, 17, 21, 28, 35, 45, 60, 90, 180, 365, 730,
-)  # fmt: skip
 # Initial sine of the query's freshness coordinate: away from 0, where the query coordinate and
 # the freshness curve would both get zero gradient.
 _FRESHNESS_INIT = 0.5
@@ -155,18 +150,19 @@ def with_freshness(main: tf.Tensor, sine: tf.Tensor) -> tf.Tensor:
 class FreshnessCurve(tf.keras.layers.Layer):
     """Days since upload (any shape) -> the sine of a video's freshness coordinate, in (-1, 1).
 
-    A learned value per age bucket (:data:`FRESHNESS_EDGES_DAYS`), squashed by tanh. The query
-    tower holds the other factor (a learned constant sine), so the freshness term of a logit
-    is ``sin(phi) * sin(psi(age))``: a learned function of age added to every score, which is
-    how the logQ-corrected softmax can express "fresh videos are watched more" once the ages
-    are taken at the query's time (see :class:`recsys.model.two_tower.TwoTowerModel`).
+    A learned value per age bucket (:data:`recsys.features.contract.FRESHNESS_EDGES_DAYS`),
+    squashed by tanh. The query tower holds the other factor (a learned constant sine), so the
+    freshness term of a logit is ``sin(phi) * sin(psi(age))``: a learned function of age
+    added to every score, which is how the logQ-corrected softmax can express "fresh videos
+    are watched more" once the ages are taken at the query's time (see
+    :class:`recsys.model.two_tower.TwoTowerModel`).
     """
 
     def build(self, input_shape: Any) -> None:
         """One value per bucket, starting at 0 (no effect)."""
         self.values = self.add_weight(
             name="values",
-            shape=(len(FRESHNESS_EDGES_DAYS) + 1,),
+            shape=(len(F.FRESHNESS_EDGES_DAYS) + 1,),
             initializer="zeros",
             dtype=tf.float32,
         )
@@ -176,7 +172,7 @@ class FreshnessCurve(tf.keras.layers.Layer):
         """``age_days`` (float, any shape) -> sines of the same shape (float32)."""
         age = tf.cast(age_days, tf.float32)
         bucket = tf.raw_ops.Bucketize(
-            input=age, boundaries=[float(e) for e in FRESHNESS_EDGES_DAYS]
+            input=age, boundaries=[float(e) for e in F.FRESHNESS_EDGES_DAYS]
         )
         return tf.tanh(tf.gather(tf.cast(self.values, tf.float32), bucket))
 

@@ -84,3 +84,18 @@ def test_a_result_builds_its_items_from_the_arrays() -> None:
     ]
     assert [i.probability for i in result.items] == [0.5, 0.0]
     assert result.items is result.items  # built once
+
+
+def test_videos_added_after_the_encoder_was_made_are_encoded() -> None:
+    catalog = _catalog()
+    encoder = ReplyEncoder(catalog)
+    encoder.encode(_result(catalog, [0, 1], [2.0, 1.0]), 0.0)  # the cache holds 4 rows
+    catalog.extend(["live-4", "live-5"], ["new upload", ""], ["news", "music"])
+    result = _result(catalog, [5, 4, 1], [3.0, 2.0, 1.0])
+    parsed = pb2.RecommendResponse.FromString(encoder.encode(result, 0.0))
+    expected = to_response(result)
+    parsed.timings.total_ms = expected.timings.total_ms = 0.0
+    assert parsed == expected
+    assert [i.item_id for i in parsed.items] == ["live-5", "live-4", "v1"]
+    assert [i.category for i in parsed.items] == ["music", "news", "music"]
+    assert catalog.category_rows["music"].tolist() == [1, 3, 5]
