@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sqlite3
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -201,7 +202,17 @@ class Recommender:
         )
         model.probe()
         if live_catalog is not None:
-            model.attach_live(LiveCatalogStore(live_catalog))
+            try:
+                store = LiveCatalogStore(live_catalog)
+            except (OSError, sqlite3.Error) as exc:  # e.g. the artifacts on a read-only volume
+                log.warning(
+                    "live catalog %s cannot be opened (%s): serving the export's catalog; "
+                    "AddVideos and RemoveVideos are refused",
+                    live_catalog,
+                    exc,
+                )
+            else:
+                model.attach_live(store)
         log.info(
             "loaded model %s/%s (%d items, dim %d, %s index, %s query tower, %d profiles) "
             "in %.1f s",

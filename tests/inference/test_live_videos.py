@@ -123,3 +123,19 @@ def test_items_file_is_untouched(model_dir: Path) -> None:
     before = pq.read_table(model.path / "items.parquet").num_rows
     model.add_videos([_new_video(model, "live-3", 1_700_000_000)])
     assert pq.read_table(model.path / "items.parquet").num_rows == before  # no new version
+
+
+def test_an_unwritable_live_folder_serves_the_export_and_refuses_additions(
+    model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from recsys.inference.request import LiveCatalogUnavailableError
+
+    blocker = model_dir / "live"
+    blocker.write_text("a file where the live folder would be")  # as a read-only volume would
+    version = sorted(model_dir.glob("v0*"))[-1]
+    with caplog.at_level("WARNING"):
+        model = Recommender.load(version, verify=False, live_catalog=catalog_path(model_dir))
+    assert "cannot be opened" in caplog.text
+    assert len(model.recommend(RequestContext(searches=["music"]), None, 5).items) == 5
+    with pytest.raises(LiveCatalogUnavailableError):
+        model.add_videos([_new_video(model, "new", 1_700_000_000)])
