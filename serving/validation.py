@@ -156,16 +156,14 @@ def events_from_request(
         )
         for e in request.events
     ]
-    users = []
-    for i, u in enumerate(request.users):
-        where = f"users[{i}]"
-        users.append(
-            Demographics(
-                user_id=u.user_id,
-                country=_optional_text(u, "country", where),
-                region=_optional_text(u, "region", where),
-                age=u.age if u.HasField("age") else None,
-                gender=u.gender if u.HasField("gender") else None,
-            )
+    users = [
+        Demographics(
+            user_id=u.user_id,
+            country=u.country or None,  # proto3's "" for an unset country: unknown
+            region=u.region or None,
+            age=u.age if u.HasField("age") else None,
+            gender=u.gender if u.HasField("gender") else None,
         )
+        for u in request.users
+    ]
     return events, users

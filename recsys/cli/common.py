@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Protocol
 
 
 class UsageError(Exception):
@@ -28,3 +29,43 @@ def ks_list(text: str) -> tuple[int, ...]:
     if not ks or any(k <= 0 for k in ks):
         raise argparse.ArgumentTypeError(f"every K must be positive, got {text!r}")
     return ks
+
+
+class _Serving(Protocol):
+    def wait_until_serving(self, timeout_s: float) -> bool: ...
+
+
+def add_server_arguments(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    timeout_s: float,
+    wait_s: float = 0.0,
+    required: bool = True,
+) -> None:
+    """``--target``, ``--timeout`` and ``--wait``: how a client command reaches a server."""
+    parser.add_argument(
+        "--target", required=required, metavar="HOST:PORT", help="the running `recsys serve`"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=timeout_s,
+        metavar="S",
+        help=f"per-call deadline (default {timeout_s:g})",
+    )
+    waits = f"default {wait_s:g}" if wait_s else "default: do not wait"
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=wait_s,
+        metavar="S",
+        help=f"first wait up to S seconds for the server to be SERVING ({waits})",
+    )
+
+
+def wait_for_server(client: _Serving, args: argparse.Namespace) -> None:
+    """Wait ``args.wait`` seconds for ``args.target`` to serve; UsageError saying what to check."""
+    if args.wait and not client.wait_until_serving(args.wait):
+        raise UsageError(
+            f"{args.target} is not serving after {args.wait:g} s: is `recsys serve` running "
+            "there, and has its model loaded (see its log)?"
+        )

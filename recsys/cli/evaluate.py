@@ -10,7 +10,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from recsys.cli.common import UsageError, ks_list, positive_int
+from recsys.cli.common import (
+    UsageError,
+    add_server_arguments,
+    ks_list,
+    positive_int,
+    wait_for_server,
+)
 
 if TYPE_CHECKING:
     from recsys.evaluation.evaluate import OracleScores
@@ -87,9 +93,8 @@ def _online(args: argparse.Namespace) -> dict[str, Any] | None:
     from recsys_serving.client import RecommenderError
 
     service = GrpcService(args.target, args.timeout)
-    if not service.client.wait_until_serving(args.wait):
-        raise UsageError(f"{args.target} is not serving after {args.wait:g} s")
     try:
+        wait_for_server(service.client, args)
         result = evaluate_online(
             args.data,
             service,
@@ -284,15 +289,5 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
         "gets an online section; alone, online.html/.md/.json are written into --out.",
     )
     online.add_argument("--online", action="store_true", help="run the online evaluation")
-    online.add_argument("--target", metavar="HOST:PORT", help="the running server")
-    online.add_argument(
-        "--timeout", type=float, default=10.0, metavar="S", help="per-call deadline (default 10)"
-    )
-    online.add_argument(
-        "--wait",
-        type=float,
-        default=60.0,
-        metavar="S",
-        help="wait up to S seconds for the server to be SERVING (default 60)",
-    )
+    add_server_arguments(online, timeout_s=10.0, wait_s=60.0, required=False)
     p.set_defaults(handler=_cmd_evaluate)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from recsys.cli.common import UsageError, positive_int
+from recsys.cli.common import UsageError, add_server_arguments, positive_int, wait_for_server
 
 if TYPE_CHECKING:
     from recsys.live.events import Demographics, Event
@@ -28,8 +28,7 @@ def _cmd_send(args: argparse.Namespace) -> int:
     except EventFileError as exc:
         raise UsageError(str(exc)) from exc
     with RecommenderClient(args.target, timeout=args.timeout) as client:
-        if args.wait and not client.wait_until_serving(args.wait):
-            raise UsageError(f"{args.target} is not serving after {args.wait:g} s")
+        wait_for_server(client, args)
 
         def record(events: Sequence[Event], users: Sequence[Demographics]) -> tuple[int, int]:
             reply = client.record_events(events, users)
@@ -70,6 +69,7 @@ def _cmd_record(args: argparse.Namespace) -> int:
     try:
         check_batch(events, users, int(time.time()))
         with RecommenderClient(args.target, timeout=args.timeout) as client:
+            wait_for_server(client, args)
             reply = client.record_events(events, users)
     except (EventError, RecommenderError) as exc:
         raise UsageError(str(exc)) from exc
@@ -96,7 +96,7 @@ def add_events(sub: argparse._SubParsersAction) -> None:
         "Sending again is harmless: exact duplicates are ignored by the store.",
     )
     p.add_argument("source", type=Path, metavar="SOURCE", help="dataset folder or events file")
-    p.add_argument("--target", required=True, metavar="HOST:PORT", help="the server")
+    add_server_arguments(p, timeout_s=10.0)
     p.add_argument(
         "--after",
         type=int,
@@ -116,16 +116,6 @@ def add_events(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help="events per RecordEvents call, at most 10000 (default 100)",
     )
-    p.add_argument(
-        "--timeout", type=float, default=10.0, metavar="S", help="per-call deadline (default 10)"
-    )
-    p.add_argument(
-        "--wait",
-        type=float,
-        default=0.0,
-        metavar="S",
-        help="first wait up to S seconds for the server to be SERVING (default: do not wait)",
-    )
     p.set_defaults(handler=_cmd_send)
 
     p = commands.add_parser(
@@ -135,7 +125,7 @@ def add_events(sub: argparse._SubParsersAction) -> None:
         "moment, with RecordEvents; the user's next Recommend reads them. Demographics "
         "(--country, --age, --gender) introduce a user the model has not seen.",
     )
-    p.add_argument("--target", required=True, metavar="HOST:PORT", help="the server")
+    add_server_arguments(p, timeout_s=10.0)
     p.add_argument("--user-id", required=True, help="the user")
     p.add_argument("--watch", nargs="+", default=[], metavar="ID", help="watched video ids")
     p.add_argument("--search", nargs="+", default=[], metavar="TEXT", help="search queries")
@@ -143,7 +133,4 @@ def add_events(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--country", help="country code, e.g. US")
     p.add_argument("--age", type=int, help="age in years")
     p.add_argument("--gender", choices=["f", "m", "x"], help="gender")
-    p.add_argument(
-        "--timeout", type=float, default=10.0, metavar="S", help="per-call deadline (default 10)"
-    )
     p.set_defaults(handler=_cmd_record)

@@ -7,7 +7,7 @@ import statistics
 import sys
 from typing import TYPE_CHECKING
 
-from recsys.cli.common import UsageError, positive_int
+from recsys.cli.common import UsageError, add_server_arguments, positive_int, wait_for_server
 from recsys.logs import step
 from recsys_serving.options import (
     DEFAULT_WORKERS,
@@ -47,11 +47,7 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
     if args.history or args.search:
         context = Context(watch_history=args.history, searches=args.search, country=args.country)
     with RecommenderClient(args.target, timeout=args.timeout) as client:
-        if args.wait and not client.wait_until_serving(args.wait):
-            raise UsageError(
-                f"{args.target} is not serving after {args.wait:g} s: is `recsys serve` "
-                "running there, and has its model loaded (see its log)?"
-            )
+        wait_for_server(client, args)
         try:
             result = client.recommend(
                 user_id=args.user_id,
@@ -195,7 +191,7 @@ def add_serving(sub: argparse._SubParsersAction) -> None:
         "context without --user-id. Probabilities are the softmax over the scored candidates "
         "(see protos/recsys/v1/recommender.proto).",
     )
-    p.add_argument("--target", required=True, metavar="HOST:PORT", help="the server")
+    add_server_arguments(p, timeout_s=5.0)
     p.add_argument("--user-id", help="a user of the training data (uses the stored profile)")
     p.add_argument("--k", type=positive_int, default=10, help="videos to return (default 10)")
     p.add_argument(
@@ -215,16 +211,6 @@ def add_serving(sub: argparse._SubParsersAction) -> None:
         "--include-watched",
         action="store_true",
         help="allow videos of the watch history (excluded by default)",
-    )
-    p.add_argument(
-        "--timeout", type=float, default=5.0, metavar="S", help="per-call deadline (default 5)"
-    )
-    p.add_argument(
-        "--wait",
-        type=float,
-        default=0.0,
-        metavar="S",
-        help="first wait up to S seconds for the server to be SERVING (default: do not wait)",
     )
     p.set_defaults(handler=_cmd_recommend)
 
