@@ -132,6 +132,22 @@ class Retriever:
             return rows
         return rows[: np.searchsorted(rows, self._base_size)]
 
+    def _category_fetch(
+        self, category: str | None, wanted: int, excluded_rows: np.ndarray
+    ) -> tuple[np.ndarray | None, int, int]:
+        """The exported videos of ``category`` (None: any category; empty: none of it), its
+        code (-1: any), and how many index results hold ``wanted`` eligible ones on average
+        (the category's share of the catalog taken into account)."""
+        fetch = wanted + len(excluded_rows)
+        if category is None:
+            return None, -1, fetch
+        in_category = self._base_category(category)
+        if in_category is None or len(in_category) == 0:
+            return _NO_ROWS, -1, fetch
+        code = self.catalog.category_names.index(category)
+        share = math.ceil(wanted * self._base_size / len(in_category))
+        return in_category, code, share + len(excluded_rows)
+
     def _live_candidates(
         self, live: LiveDelta, query: np.ndarray, fetch: int, category: str | None, moment: int
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -171,15 +187,10 @@ class Retriever:
     ) -> tuple[np.ndarray, np.ndarray, float]:
         """:meth:`candidates` from the index alone, its scores the logits."""
         num_items = self._base_size
-        fetch = wanted + len(excluded_rows)
-        in_category: np.ndarray | None = None
-        code = -1
-        if category is not None:
-            in_category = self._base_category(category)
-            if in_category is None or len(in_category) == 0:
-                return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32), 0.0
-            code = self.catalog.category_names.index(category)
-            fetch = math.ceil(wanted * num_items / len(in_category)) + len(excluded_rows)
+        in_category, code, fetch = self._category_fetch(category, wanted, excluded_rows)
+        if in_category is not None:
+            if len(in_category) == 0:
+                return _NO_ROWS, _NO_LOGITS, 0.0
             if len(in_category) <= fetch:
                 logits = np.take(self.embeddings, in_category, axis=0) @ query
                 return in_category, np.asarray(logits, dtype=np.float32), 0.0
@@ -212,14 +223,10 @@ class Retriever:
         aged = self.aged
         assert aged is not None
         num_items = self._base_size
-        fetch = wanted + len(excluded_rows)
-        code = -1
-        if category is not None:
-            in_category = self._base_category(category)
-            if in_category is None or len(in_category) == 0:
-                return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32), 0.0
-            code = self.catalog.category_names.index(category)
-            fetch = math.ceil(wanted * num_items / len(in_category)) + len(excluded_rows)
+        in_category, code, fetch = self._category_fetch(category, wanted, excluded_rows)
+        if in_category is not None:
+            if len(in_category) == 0:
+                return _NO_ROWS, _NO_LOGITS, 0.0
             if len(in_category) <= FRESH_WIDEN * fetch:
                 rows = in_category[aged.uploaded(in_category, moment)]
                 return rows, aged.logits(query, rows, moment), 0.0
@@ -301,3 +308,4 @@ class Retriever:
 
 
 _NO_ROWS = np.empty(0, dtype=np.int64)
+_NO_LOGITS = np.empty(0, dtype=np.float32)
